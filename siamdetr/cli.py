@@ -1,0 +1,183 @@
+"""The `siamdetr` command: argument parsing only. Each command calls one library function.
+
+DVC calls these commands (dvc.yaml); users call them directly too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# OpenMP threads spin-wait on shared 2-core machines; a short spin keeps full speed when the machine is
+# free and limits the loss under contention. Must be set before torch (libgomp) loads.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+
+log = logging.getLogger("siamdetr")
+
+EPILOG = """\
+The pipeline's stages run in this order (dvc.yaml wires them): data → … → report.
+Every config-driven command reads params.yaml (or --params), the profile it names (or --profile), any
+--experiment files and --set overrides, validated before any work starts. `siamdetr config show` prints
+the resolved configuration and which file set each value.
+"""
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file (default: ./params.yaml; ignored if absent)",
+    )
+    g.add_argument("--profile", help="profile: tiny (default), smoke (tests), paper (§4.1 settings)")
+    g.add_argument(
+        "--experiment",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra YAML merged after params (repeatable)",
+    )
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, e.g. --set pretrain.tau=0.7 (repeatable)",
+    )
+    g.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+
+
+def config_from_args(args: argparse.Namespace):  # -> Config; imported lazily to keep --help fast
+    from siamdetr.config import load_config
+
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    return load_config(args.params, args.profile, args.experiment, overrides)
+
+
+# ------------------------------------------------------------------------------------------- commands
+def cmd_config_show(args: argparse.Namespace) -> None:
+    from siamdetr.config import describe
+
+    cfg = config_from_args(args)
+    print(f"# profile {cfg.profile}, params hash {cfg.params_hash()}")
+    print(describe(cfg), end="")
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from siamdetr.data.synthetic import write_synthetic
+
+    cfg = config_from_args(args)
+    counts = write_synthetic(args.out, cfg.data.synth, seed=cfg.seed, workers=args.workers)
+    print(f"wrote {sum(counts.values())} images to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def cmd_data_voc2coco(args: argparse.Namespace) -> None:
+    from siamdetr.data.voc import voc_to_coco
+    from siamdetr.io import atomic_write_json
+
+    data, cleaning = voc_to_coco(args.devkit, args.years, args.split, args.classes)
+    atomic_write_json(args.out, data)
+    crowd = sum(a["iscrowd"] for a in data["annotations"])
+    print(
+        f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} boxes "
+        f"({crowd} difficult → iscrowd), {len(data['categories'])} classes; {cleaning}"
+    )
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from siamdetr.data.prepare import MANIFEST, prepare_data
+
+    cfg = config_from_args(args)
+    manifest = prepare_data(cfg)
+    print(
+        f"wrote {Path(cfg.data.prepared_dir) / MANIFEST}: datasets "
+        + ", ".join(k for k in ("imagenet", "coco", "voc") if k in manifest)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siamdetr",
+        description="Siamese DETR reproduction harness: one command per pipeline stage.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    stages = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
+
+    data = stages.add_parser("data", help="stage 1: generate or check datasets, convert VOC to COCO json")
+    data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = data_cmds.add_parser("prepare", help="the DVC `data` stage: synthetic or real data → manifest.json")
+    add_config_args(p)
+    p.set_defaults(func=cmd_data_prepare)
+
+    p = data_cmds.add_parser(
+        "synth",
+        help="write the synthetic ImageNet-, COCO- and VOC-like trees",
+        description="Deterministic synthetic datasets in real formats: DIR/imagenet_like, "
+        "DIR/coco_like (COCO json), DIR/VOCdevkit (VOC XML). Sizes come from the profile.",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output directory (replaced if it "
+        "holds an earlier synthetic tree; any other existing directory is refused)",
+    )
+    p.add_argument("--workers", type=int, help="processes (default: data.synth.workers, 0 = all cores)")
+    add_config_args(p)
+    p.set_defaults(func=cmd_data_synth)
+
+    p = data_cmds.add_parser(
+        "voc2coco",
+        help="convert a VOC devkit split to a COCO instances json",
+        description="VOC XML → COCO json: 1-based → 0-based boxes, difficult → iscrowd=1 "
+        "(ignored by COCOeval), file_name relative to the devkit.",
+    )
+    p.add_argument("--devkit", type=Path, required=True, help="VOCdevkit directory (holds VOC2007/, VOC2012/)")
+    p.add_argument("--years", type=int, nargs="+", default=[2007], help="e.g. 2007 2012")
+    p.add_argument("--split", default="trainval", help="ImageSets/Main/<split>.txt (trainval, test, ...)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.json")
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        help="class names in label order (default: the devkit's per-class lists, else VOC's 20 classes)",
+    )
+    p.set_defaults(func=cmd_data_voc2coco)
+
+    cfg = stages.add_parser("config", help="show the resolved configuration")
+    cfg_cmds = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = cfg_cmds.add_parser("show", help="print the resolved config, each value with the file that set it")
+    add_config_args(p)
+    p.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from siamdetr.config import ConfigError
+    from siamdetr.errors import DatasetError
+
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (ConfigError, DatasetError, FileExistsError) as e:
+        print(f"siamdetr: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Typed, validated configuration.
+
+A run's configuration is layered, later layers winning key by key:
+
+    dataclass defaults → profile (siamdetr/profiles/<name>.yaml) → params.yaml → experiment files → --set
+
+Validation happens once, at load time, before any compute: a wrong type, an out-of-range value, an unknown
+key or a missing input path raises one :class:`ConfigError` that names the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PARAMS = Path("params.yaml")
+DEFAULTS_SOURCE = "built-in defaults"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the file and the key."""
+
+
+# ----------------------------------------------------------------------------------------------- checks
+Check = Callable[[Any], str | None]
+
+
+def positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def at_least(lo: int) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v >= lo else f"must be >= {lo}"
+
+    return check
+
+
+def open_unit_interval(v: Any) -> str | None:
+    return None if 0 < v < 1 else "must be in the open interval (0, 1)"
+
+
+def unit_interval(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def opt(default: Any, check: Check | None = None, must_exist: bool = False, doc: str = "") -> Any:
+    """A config field with an optional range check and, for input paths, an existence check."""
+    meta = {"check": check, "must_exist": must_exist, "doc": doc}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls)
+
+
+# --------------------------------------------------------------------------------------------- sections
+@dataclass
+class SynthConfig:
+    """Size of the embedded synthetic datasets (written by `siamdetr data synth`)."""
+
+    image_size: int = opt(128, at_least(32), doc="long side of every image, px")
+    imagenet_classes: int = opt(8, at_least(1), doc="wnid folders in the ImageNet-like set")
+    imagenet_images: int = opt(400, at_least(1), doc="unlabeled object-centric images")
+    coco_train: int = opt(200, at_least(1))
+    coco_val: int = opt(50, at_least(1))
+    voc_trainval: int = opt(200, at_least(1))
+    voc_test: int = opt(100, at_least(1))
+    max_objects: int = opt(8, at_least(1), doc="objects per scene-centric image, at most")
+    workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
+
+
+@dataclass
+class DataConfig:
+    """Where the datasets are. `synthetic: true` generates them; false reads the roots below."""
+
+    synthetic: bool = opt(True)
+    prepared_dir: str = opt("data/prepared", doc="written by the data stage (synthetic tree, VOC json)")
+    imagenet_root: str | None = opt(None, must_exist=True, doc="ImageNet train dir (<wnid>/<img>.JPEG)")
+    coco_root: str | None = opt(None, must_exist=True, doc="dir with train2017/, val2017/, annotations/")
+    voc_root: str | None = opt(None, must_exist=True, doc="VOCdevkit dir with VOC2007/ (and VOC2012/)")
+    voc_train_years: list[int] = opt([2007, 2012])
+    voc_train_split: str = opt("trainval")
+    voc_test_years: list[int] = opt([2007])
+    voc_test_split: str = opt("test")
+    voc_classes: list[str] | None = opt(None, doc="class names; default: the devkit's, else VOC's 20")
+    on_bad_image: Literal["skip", "error"] = opt("skip", doc="an unreadable image: skip+count or fail")
+    synth: SynthConfig = section(SynthConfig)
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised pretraining of the Transformer (paper §3, §4.1)."""
+
+    method: Literal["siamese", "updetr", "detreg"] = opt("siamese")
+    tau: float = opt(0.5, open_unit_interval, doc="IoU between the two views, at least")
+    n_proposals: int = opt(10, at_least(1), doc="boxes per view (n)")
+    lambda_r: float = opt(3.0, non_negative, doc="weight of the region discrimination loss L_r")
+    lambda_g: float = opt(10.0, non_negative, doc="weight of the global discrimination loss L_g")
+    lambda_loc: float = opt(1.0, non_negative, doc="weight of the localisation loss L_loc")
+    batch_size: int = opt(16, at_least(1))
+    lr: float = opt(1e-4, positive)
+    weight_decay: float = opt(1e-4, non_negative)
+    epochs: int = opt(2, at_least(1))
+    lr_drop: int = opt(2, at_least(1), doc="epoch at which the lr is divided by 10")
+    clip_max_norm: float = opt(0.1, non_negative)
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning of a DETR variant (paper §4.1)."""
+
+    batch_size: int = opt(16, at_least(1))
+    lr: float = opt(1e-4, positive)
+    lr_backbone: float = opt(5e-5, non_negative)
+    weight_decay: float = opt(1e-4, non_negative)
+    epochs: int = opt(2, at_least(1))
+    lr_drop: int = opt(2, at_least(1))
+    clip_max_norm: float = opt(0.1, non_negative)
+
+
+@dataclass
+class Config:
+    """The whole resolved configuration of one run."""
+
+    profile: str = opt("tiny")
+    seed: int = opt(0, non_negative)
+    data: DataConfig = section(DataConfig)
+    pretrain: PretrainConfig = section(PretrainConfig)
+    finetune: FinetuneConfig = section(FinetuneConfig)
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (no `sources`): what MLflow logs and what the params hash covers."""
+        d = dataclasses.asdict(self)
+        d.pop("sources")
+        return d
+
+    def params_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def source_of(self, key: str) -> str:
+        return self.sources.get(key, DEFAULTS_SOURCE)
+
+    def data_root(self, name: Literal["imagenet", "coco", "voc"]) -> Path:
+        """The root of one dataset: the synthetic tree, or the user's path from params."""
+        if self.data.synthetic:
+            sub = {"imagenet": "imagenet_like", "coco": "coco_like", "voc": "VOCdevkit"}[name]
+            return Path(self.data.prepared_dir) / "synthetic" / sub
+        root = getattr(self.data, f"{name}_root")
+        if root is None:
+            raise ConfigError(
+                f"{self.source_of('data.synthetic')}: data.{name}_root is not set but data.synthetic is "
+                f"false; set data.{name}_root to your dataset directory or use data.synthetic: true"
+            )
+        return Path(root)
+
+
+# ------------------------------------------------------------------------------------ loading + merging
+def profile_path(name: str) -> Path:
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError(f"profile {name!r} does not exist (known profiles: {', '.join(known)})")
+    return path
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from a file, with errors that name the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.sub=value` → (key.sub, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. pretrain.tau=0.7")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {e}") from e
+    return key.strip(), value
+
+
+def nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p} is set to a value and to a section")
+        node[leaf] = value
+    return out
+
+
+def merge(
+    base: dict[str, Any], layer: Mapping[str, Any], source: str, sources: dict[str, str], prefix: str = ""
+) -> None:
+    """Deep-merge `layer` into `base`, remembering which file set each leaf."""
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge(base[key], value, source, sources, dotted + ".")
+        else:
+            base[key] = value
+            sources[dotted] = source
+            if isinstance(value, Mapping):
+                for sub in _leaves(value, dotted + "."):
+                    sources[sub] = source
+
+
+def _leaves(d: Mapping[str, Any], prefix: str) -> Iterable[str]:
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def load_config(
+    params: Path | None = DEFAULT_PARAMS,
+    profile: str | None = None,
+    experiments: Iterable[Path] = (),
+    overrides: Iterable[str] = (),
+    check_paths: bool = True,
+) -> Config:
+    """Resolve and validate the configuration of a run.
+
+    `params` may be None or absent (then only the profile and overrides apply). `profile` given here wins
+    over the one named in params.yaml.
+    """
+    sources: dict[str, str] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
+    params_data: dict[str, Any] = {}
+    if params is not None and Path(params).exists():
+        params_data = read_yaml(Path(params))
+        layers.append((str(params), params_data))
+    for exp in experiments:
+        layers.append((str(exp), read_yaml(Path(exp))))
+    dotted = dict(parse_override(o) for o in overrides)
+    if dotted:
+        layers.append(("--set", nest(dotted)))
+
+    name = profile or _last_profile(layers) or "tiny"
+    if not isinstance(name, str):
+        raise ConfigError(f"{_profile_source(layers)}: profile = {name!r}: expected a profile name")
+    merged: dict[str, Any] = {}
+    merge(merged, read_yaml(profile_path(name)), str(profile_path(name)), sources)
+    for source, layer in layers:
+        merge(merged, layer, source, sources)
+    merged["profile"] = name
+    if profile:
+        sources["profile"] = "--profile"
+    cfg = build(Config, merged, sources, "")
+    cfg.sources = sources
+    if check_paths:
+        check_input_paths(cfg)
+    return cfg
+
+
+def _last_profile(layers: list[tuple[str, dict[str, Any]]]) -> Any:
+    found = None
+    for _, layer in layers:
+        if "profile" in layer:
+            found = layer["profile"]
+    return found
+
+
+def _profile_source(layers: list[tuple[str, dict[str, Any]]]) -> str:
+    return next((s for s, layer in reversed(layers) if "profile" in layer), DEFAULTS_SOURCE)
+
+
+# ------------------------------------------------------------------------------------------ validation
+def build(cls: type, data: Any, sources: dict[str, str], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, checking keys, types and ranges."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{sources.get(prefix.rstrip('.'), DEFAULTS_SOURCE)}: {where}: expected a mapping of keys, got {data!r}"
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "sources"}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}{key}"
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            near = f"; did you mean '{prefix}{hint[0]}'?" if hint else ""
+            raise ConfigError(
+                f"{_source(sources, dotted)}: unknown key '{dotted}'{near} (keys of {where}: {', '.join(fields)})"
+            )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        dotted = f"{prefix}{name}"
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = build(tp, data[name], sources, dotted + ".")
+            continue
+        value = coerce(tp, data[name], dotted, _source(sources, dotted))
+        check = f.metadata.get("check")
+        if check is not None and value is not None and (msg := check(value)):
+            raise ConfigError(f"{_source(sources, dotted)}: {dotted} = {value!r}: {msg}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _source(sources: dict[str, str], dotted: str) -> str:
+    return sources.get(dotted, DEFAULTS_SOURCE)
+
+
+def coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Check `value` against type `tp`; the only conversions are int→float and YAML's '1e-4' strings."""
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} = {value!r}: expected {expected}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(inner[0], value, key, source)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise fail("one of " + ", ".join(map(repr, choices)))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(f"a list of {typing.get_args(tp)[0].__name__}")
+        (item,) = typing.get_args(tp)
+        return [coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # PyYAML reads 1e-4 (no dot) as a string
+            except ValueError:
+                raise fail("a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"config field {key} has an unsupported type {tp}")
+
+
+def check_input_paths(cfg: Config) -> None:
+    """Every input path the user set must exist (outputs are created later)."""
+    for sec_name in ("data", "pretrain", "finetune"):
+        sec = getattr(cfg, sec_name)
+        for f in dataclasses.fields(sec):
+            value = getattr(sec, f.name)
+            if f.metadata.get("must_exist") and value is not None and not Path(value).exists():
+                key = f"{sec_name}.{f.name}"
+                raise ConfigError(f"{cfg.source_of(key)}: {key} = {value!r}: path does not exist")
+
+
+def describe(cfg: Config) -> str:
+    """The resolved configuration as YAML, each leaf annotated with the file that set it."""
+    lines = []
+
+    def walk(d: Mapping[str, Any], prefix: str, indent: int) -> None:
+        for k, v in d.items():
+            dotted = f"{prefix}{k}"
+            if isinstance(v, Mapping):
+                lines.append(" " * indent + f"{k}:")
+                walk(v, dotted + ".", indent + 2)
+            else:
+                dumped = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+                lines.append(" " * indent + f"{k}: {dumped}  # {cfg.source_of(dotted)}")
+
+    walk(cfg.to_dict(), "", 0)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,66 @@
+"""Atomic file output: a kill never leaves a half-written file that looks whole."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str | None = None) -> Iterator[Path]:
+    """Build a directory under a temporary name and move it into place only when the block succeeds.
+
+    An existing `path` is replaced only if it holds `marker` (a file this tool wrote), so a user's own
+    directory is never deleted by mistake.
+    """
+    path = Path(path)
+    if path.exists() and (marker is None or not (path / marker).exists()):
+        raise FileExistsError(f"{path}: exists and was not written by siamdetr; remove it or choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        yield tmp
+        if marker is not None:
+            (tmp / marker).touch()
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
