@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from torchvision.io import ImageReadMode, decode_image, read_file
+import PIL.Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.tv_tensors import Image
 
 from siamdetr.errors import BadImageError
@@ -18,9 +19,12 @@ BadImagePolicy = Literal["skip", "error"]
 
 def read_image(path: str | Path, on_bad: BadImagePolicy = "skip") -> Image | None:
     """Decode an image as RGB uint8 CHW; a bad file is None with a warning ('skip') or an error."""
+    # PIL, not torchvision.io: torchvision's decoders are deprecated since 0.29. convert() forces the full
+    # decode, so a truncated file fails here rather than yielding a half-grey image.
     try:
-        return Image(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
-    except (RuntimeError, OSError, ValueError) as e:
+        with PIL.Image.open(path) as im:
+            return Image(pil_to_tensor(im.convert("RGB")))
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
         msg = f"{path}: cannot decode image ({str(e).splitlines()[0][:200]})"
         if on_bad == "error":
             raise BadImageError(msg) from e

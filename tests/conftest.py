@@ -1,0 +1,29 @@
+"""Shared fixtures: one small synthetic tree per test session (written in about a second)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from siamdetr.config import SynthConfig, load_config
+from siamdetr.data.synthetic import write_synthetic
+
+
+@pytest.fixture(scope="session")
+def smoke_cfg():
+    return load_config(params=None, profile="smoke")
+
+
+@pytest.fixture(scope="session")
+def synth_cfg() -> SynthConfig:
+    """Enough scene images that crowds, difficult and truncated objects all occur."""
+    return SynthConfig(image_size=64, imagenet_classes=3, imagenet_images=9, coco_train=40, coco_val=8,
+                       voc_trainval=30, voc_test=6, max_objects=6, workers=1)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory, synth_cfg: SynthConfig) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "tree"
+    write_synthetic(root, synth_cfg, seed=0, workers=1)
+    return root

@@ -1,0 +1,162 @@
+from pathlib import Path
+
+import pytest
+
+from siamdetr.config import ConfigError, describe, load_config
+
+
+def write(tmp_path: Path, text: str, name: str = "params.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_come_from_the_tiny_profile():
+    cfg = load_config(params=None)
+    assert cfg.profile == "tiny"
+    assert cfg.data.synthetic is True
+    assert cfg.data.synth.image_size == 128
+    assert cfg.source_of("data.synth.image_size").endswith("tiny.yaml")
+
+
+@pytest.mark.parametrize("profile", ["tiny", "smoke", "paper"])
+def test_every_profile_loads(profile):
+    cfg = load_config(params=None, profile=profile)
+    assert cfg.profile == profile
+
+
+def test_params_override_the_profile_and_are_named_as_source(tmp_path):
+    params = write(tmp_path, "profile: smoke\npretrain:\n  tau: 0.7\n")
+    cfg = load_config(params)
+    assert cfg.profile == "smoke"
+    assert cfg.pretrain.tau == 0.7
+    assert cfg.source_of("pretrain.tau") == str(params)
+    assert cfg.data.synth.image_size == 64  # untouched keys keep the profile's value
+    assert "tau: 0.7  # " + str(params) in describe(cfg)
+
+
+def test_layers_apply_in_order_params_experiment_set(tmp_path):
+    params = write(tmp_path, "pretrain: {tau: 0.6, lambda_g: 2}\n")
+    exp = write(tmp_path, "pretrain: {tau: 0.7}\n", "exp.yaml")
+    cfg = load_config(params, experiments=[exp], overrides=["pretrain.lambda_g=0.3"])
+    assert (cfg.pretrain.tau, cfg.pretrain.lambda_g) == (0.7, 0.3)
+    assert cfg.source_of("pretrain.tau") == str(exp)
+    assert cfg.source_of("pretrain.lambda_g") == "--set"
+
+
+def test_yaml_exponent_without_dot_is_read_as_a_number(tmp_path):
+    cfg = load_config(write(tmp_path, "finetune: {lr: 2e-4}\n"))
+    assert cfg.finetune.lr == pytest.approx(2e-4)
+
+
+def test_params_hash_changes_with_a_value():
+    a = load_config(params=None)
+    b = load_config(params=None, overrides=["pretrain.tau=0.7"])
+    assert a.params_hash() != b.params_hash()
+    assert a.params_hash() == load_config(params=None).params_hash()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "fragment"),
+    [
+        ("pretrain: {tau: 1.5}", "pretrain.tau", "(0, 1)"),
+        ("pretrain: {tau: 0}", "pretrain.tau", "(0, 1)"),
+        ("pretrain: {tau: 1.0}", "pretrain.tau", "(0, 1)"),
+        ("pretrain: {lambda_r: -1}", "pretrain.lambda_r", ">= 0"),
+        ("pretrain: {lambda_g: -0.5}", "pretrain.lambda_g", ">= 0"),
+        ("pretrain: {lambda_loc: -2}", "pretrain.lambda_loc", ">= 0"),
+        ("pretrain: {n_proposals: 0}", "pretrain.n_proposals", ">= 1"),
+        ("pretrain: {batch_size: 0}", "pretrain.batch_size", ">= 1"),
+        ("finetune: {batch_size: -3}", "finetune.batch_size", ">= 1"),
+        ("finetune: {batch_size: abc}", "finetune.batch_size", "expected an integer"),
+        ("finetune: {batch_size: 2.5}", "finetune.batch_size", "expected an integer"),
+        ("finetune: {batch_size: true}", "finetune.batch_size", "expected an integer"),
+        ("finetune: {lr: fast}", "finetune.lr", "expected a number"),
+        ("data: {synthetic: 'yes'}", "data.synthetic", "expected true or false"),
+        ("data: {on_bad_image: ignore}", "data.on_bad_image", "one of 'skip', 'error'"),
+        ("data: {voc_train_years: 2007}", "data.voc_train_years", "expected a list"),
+        ("data: {voc_train_years: [2007, x]}", "data.voc_train_years[1]", "expected an integer"),
+        ("seed: -1", "seed", ">= 0"),
+    ],
+)
+def test_a_bad_value_is_one_error_naming_file_and_key(tmp_path, yaml_text, key, fragment):
+    params = write(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(params)
+    msg = str(err.value)
+    assert msg.startswith(f"{params}: {key} = ")
+    assert fragment in msg
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    params = write(tmp_path, "pretrain: {taux: 0.5}")
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'pretrain.taux'; did you mean 'pretrain.tau'"):
+        load_config(params)
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'pretrian'"):
+        load_config(write(tmp_path, "pretrian: {tau: 0.5}"))
+
+
+def test_section_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="pretrain: expected a mapping"):
+        load_config(write(tmp_path, "pretrain: 3"))
+
+
+def test_missing_input_path_is_named(tmp_path):
+    params = write(tmp_path, f"data: {{synthetic: false, coco_root: {tmp_path / 'nope'}}}")
+    with pytest.raises(ConfigError, match=r"params.yaml: data.coco_root = .*nope.*: path does not exist"):
+        load_config(params)
+
+
+def test_existing_input_path_is_accepted(tmp_path):
+    cfg = load_config(write(tmp_path, f"data: {{synthetic: false, coco_root: {tmp_path}}}"))
+    assert cfg.data_root("coco") == tmp_path
+
+
+def test_real_data_root_that_is_not_set_is_a_clear_error(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {synthetic: false}"))
+    with pytest.raises(ConfigError, match="data.voc_root is not set"):
+        cfg.data_root("voc")
+
+
+def test_synthetic_roots_live_under_prepared_dir():
+    cfg = load_config(params=None)
+    assert cfg.data_root("voc") == Path("data/prepared/synthetic/VOCdevkit")
+
+
+def test_unknown_profile(tmp_path):
+    with pytest.raises(ConfigError, match="profile 'huge' does not exist"):
+        load_config(write(tmp_path, "profile: huge"))
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    params = write(tmp_path, "pretrain: {tau: [0.5\n")
+    with pytest.raises(ConfigError, match=f"{params}: not valid YAML"):
+        load_config(params)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(params=None, overrides=["pretrain.tau"])
+
+
+def test_override_error_names_set():
+    with pytest.raises(ConfigError, match=r"^--set: pretrain.tau = 2"):
+        load_config(params=None, overrides=["pretrain.tau=2"])
+
+
+def test_missing_params_file_is_allowed_but_an_unreadable_experiment_is_not(tmp_path):
+    load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(params=None, experiments=[tmp_path / "absent.yaml"])
+
+
+def test_repo_params_yaml_is_valid():
+    load_config(Path(__file__).parents[1] / "params.yaml")
