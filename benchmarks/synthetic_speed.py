@@ -1,6 +1,6 @@
 """Images/s of the synthetic generator at 1 and N workers, written to benchmarks/results/synthetic_speed.json.
 
-    python benchmarks/synthetic_speed.py [--profile tiny] [--repeats 3]
+python benchmarks/synthetic_speed.py [--profile tiny] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -38,9 +38,15 @@ def main() -> None:
     n = os.cpu_count() or 1
     one = images_per_second(cfg, 1, args.repeats)
     many = images_per_second(cfg, n, args.repeats)
-    result = {"profile": args.profile, "image_size": cfg.image_size, "cpus": n, "machine": platform.processor(),
-              "images_per_s_1_worker": round(one, 1), f"images_per_s_{n}_workers": round(many, 1),
-              "speedup": round(many / one, 2)}
+    result = {
+        "profile": args.profile,
+        "image_size": cfg.image_size,
+        "cpus": n,
+        "machine": platform.processor(),
+        "images_per_s_1_worker": round(one, 1),
+        f"images_per_s_{n}_workers": round(many, 1),
+        "speedup": round(many / one, 2),
+    }
     out = Path(__file__).parent / "results" / "synthetic_speed.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -18,8 +18,17 @@ def smoke_cfg():
 @pytest.fixture(scope="session")
 def synth_cfg() -> SynthConfig:
     """Enough scene images that crowds, difficult and truncated objects all occur."""
-    return SynthConfig(image_size=64, imagenet_classes=3, imagenet_images=9, coco_train=40, coco_val=8,
-                       voc_trainval=30, voc_test=6, max_objects=6, workers=1)
+    return SynthConfig(
+        image_size=64,
+        imagenet_classes=3,
+        imagenet_images=9,
+        coco_train=40,
+        coco_val=8,
+        voc_trainval=30,
+        voc_test=6,
+        max_objects=6,
+        workers=1,
+    )
 
 
 @pytest.fixture(scope="session")

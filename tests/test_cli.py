@@ -7,15 +7,31 @@ from siamdetr.cli import main
 
 
 def test_help_lists_the_stages():
-    out = subprocess.run([sys.executable, "-m", "siamdetr.cli", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "siamdetr.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "data" in out and "config" in out
 
 
 def test_data_synth_writes_the_three_trees(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert main(["data", "synth", "--out", str(out), "--profile", "smoke", "--seed", "1", "--params",
-                 str(tmp_path / "none.yaml")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--profile",
+                "smoke",
+                "--seed",
+                "1",
+                "--params",
+                str(tmp_path / "none.yaml"),
+            ]
+        )
+        == 0
+    )
     assert (out / "imagenet_like").is_dir() and (out / "VOCdevkit/VOC2007/Annotations").is_dir()
     assert COCO(str(out / "coco_like/annotations/instances_val2017.json")).getImgIds()
     assert "wrote" in capsys.readouterr().out

@@ -73,12 +73,18 @@ def test_boxes_outside_are_clipped_and_degenerate_ones_dropped_and_counted(tmp_p
         (lambda d: d.pop("images"), "field 'images' is missing"),
         (lambda d: d["images"][0].pop("width"), r"images\[0\].width is missing or invalid"),
         (lambda d: d["images"].append(dict(d["images"][0])), r"images\[1\].id = 1 is not unique"),
-        (lambda d: d["annotations"].append({"id": 1, "image_id": 9, "category_id": 3, "bbox": [0, 0, 1, 1]}),
-         r"annotations\[0\].image_id = 9"),
-        (lambda d: d["annotations"].append({"id": 1, "image_id": 1, "category_id": 4, "bbox": [0, 0, 1, 1]}),
-         r"annotations\[0\].category_id = 4"),
-        (lambda d: d["annotations"].append({"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1]}),
-         r"annotations\[0\].bbox"),
+        (
+            lambda d: d["annotations"].append({"id": 1, "image_id": 9, "category_id": 3, "bbox": [0, 0, 1, 1]}),
+            r"annotations\[0\].image_id = 9",
+        ),
+        (
+            lambda d: d["annotations"].append({"id": 1, "image_id": 1, "category_id": 4, "bbox": [0, 0, 1, 1]}),
+            r"annotations\[0\].category_id = 4",
+        ),
+        (
+            lambda d: d["annotations"].append({"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1]}),
+            r"annotations\[0\].bbox",
+        ),
         (lambda d: d["categories"].append({"id": "x", "name": "y"}), r"categories\[1\]"),
     ],
 )
@@ -117,8 +123,10 @@ def test_truncated_image_is_skipped_and_counted_or_an_error(tmp_path, coco_paths
         (tmp_path / name).write_bytes((images / data["images"][0]["file_name"]).read_bytes())
     good = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "b.jpg").write_bytes(good[: len(good) // 2])  # truncated
-    imgs = [{"id": 1, "file_name": "a.jpg", "width": data["images"][0]["width"],
-             "height": data["images"][0]["height"]}, {"id": 2, "file_name": "b.jpg", "width": 20, "height": 10}]
+    imgs = [
+        {"id": 1, "file_name": "a.jpg", "width": data["images"][0]["width"], "height": data["images"][0]["height"]},
+        {"id": 2, "file_name": "b.jpg", "width": 20, "height": 10},
+    ]
     path = make_dataset(tmp_path, images=imgs)
     ds = CocoDetection(tmp_path, path)
     batch = collate_skipping_bad([ds[0], ds[1]])

@@ -13,8 +13,12 @@ def test_synthetic_prepare_writes_manifest_with_every_dataset(tmp_path, monkeypa
     manifest = prepare_data(cfg)
     assert json.loads((tmp_path / "data/prepared/manifest.json").read_text()) == manifest
     assert manifest["imagenet"]["n_images"] == cfg.data.synth.imagenet_images
-    for dataset, split, n in (("coco", "train", cfg.data.synth.coco_train), ("coco", "val", cfg.data.synth.coco_val),
-                              ("voc", "train", cfg.data.synth.voc_trainval), ("voc", "test", cfg.data.synth.voc_test)):
+    for dataset, split, n in (
+        ("coco", "train", cfg.data.synth.coco_train),
+        ("coco", "val", cfg.data.synth.coco_val),
+        ("voc", "train", cfg.data.synth.voc_trainval),
+        ("voc", "test", cfg.data.synth.voc_test),
+    ):
         entry = manifest[dataset][split]
         assert entry["n_images"] == n
         assert len(COCO(entry["annotations"]).getImgIds()) == n
@@ -23,9 +27,16 @@ def test_synthetic_prepare_writes_manifest_with_every_dataset(tmp_path, monkeypa
 
 def test_real_data_mode_reads_the_users_roots(tmp_path, monkeypatch, synth_root):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(params=None, profile="smoke", overrides=[
-        "data.synthetic=false", f"data.voc_root={synth_root / 'VOCdevkit'}", "data.voc_train_years=[2007]",
-        f"data.coco_root={synth_root / 'coco_like'}"])
+    cfg = load_config(
+        params=None,
+        profile="smoke",
+        overrides=[
+            "data.synthetic=false",
+            f"data.voc_root={synth_root / 'VOCdevkit'}",
+            "data.voc_train_years=[2007]",
+            f"data.coco_root={synth_root / 'coco_like'}",
+        ],
+    )
     manifest = prepare_data(cfg)
     assert "imagenet" not in manifest
     assert manifest["voc"]["train"]["images"] == str(synth_root / "VOCdevkit")

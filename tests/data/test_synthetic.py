@@ -16,8 +16,11 @@ from siamdetr.data.synthetic import (
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_three_trees_in_real_layouts(synth_root, synth_cfg):
@@ -31,8 +34,9 @@ def test_three_trees_in_real_layouts(synth_root, synth_cfg):
     voc = synth_root / "VOCdevkit" / "VOC2007"
     stems = (voc / "ImageSets/Main/trainval.txt").read_text().split()
     assert len(stems) == synth_cfg.voc_trainval
-    assert all((voc / "JPEGImages" / f"{s}.jpg").is_file() and (voc / "Annotations" / f"{s}.xml").is_file()
-               for s in stems)
+    assert all(
+        (voc / "JPEGImages" / f"{s}.jpg").is_file() and (voc / "Annotations" / f"{s}.xml").is_file() for s in stems
+    )
     assert {p.name for p in (voc / "ImageSets/Main").glob("*_test.txt")} == {f"{c}_test.txt" for c in VOC_CLASSES}
 
 
@@ -52,7 +56,7 @@ def test_coco_set_has_crowds_sizes_and_boxes_inside(synth_root):
     for a in anns:
         x, y, w, h = a["bbox"]
         W, H = sizes[a["image_id"]]
-        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= W and y + h <= H
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= W and y + h <= H
         assert 0 < a["area"] <= w * h
         s = area_scale(W, H)
         buckets.add(0 if a["area"] < 32**2 * s else 1 if a["area"] < 96**2 * s else 2)

@@ -11,9 +11,11 @@ from siamdetr.errors import DatasetError
 
 def obj(name, box, difficult=0, truncated=0):
     xmin, ymin, xmax, ymax = box
-    return (f"<object><name>{name}</name><truncated>{truncated}</truncated><difficult>{difficult}</difficult>"
-            f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>"
-            "</object>")
+    return (
+        f"<object><name>{name}</name><truncated>{truncated}</truncated><difficult>{difficult}</difficult>"
+        f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>"
+        "</object>"
+    )
 
 
 def make_devkit(root, images, year=2007, split="trainval", classes=None):
@@ -25,8 +27,10 @@ def make_devkit(root, images, year=2007, split="trainval", classes=None):
     for c in classes or []:
         (base / "ImageSets" / "Main" / f"{c}_{split}.txt").write_text("")
     for stem, objects in images.items():
-        xml = (f"<annotation><filename>{stem}.jpg</filename><size><width>50</width><height>40</height>"
-               f"<depth>3</depth></size>{''.join(objects)}</annotation>")
+        xml = (
+            f"<annotation><filename>{stem}.jpg</filename><size><width>50</width><height>40</height>"
+            f"<depth>3</depth></size>{''.join(objects)}</annotation>"
+        )
         (base / "Annotations" / f"{stem}.xml").write_text(xml)
     return root
 
@@ -37,14 +41,19 @@ def test_one_based_corners_become_zero_based_xywh():
 
 
 def test_conversion_of_coordinates_difficult_and_classes(tmp_path):
-    devkit = make_devkit(tmp_path, {
-        "000001": [obj("dog", (1, 1, 50, 40)), obj("cat", (11, 6, 20, 15), difficult=1, truncated=1)],
-        "000002": [],
-    })
+    devkit = make_devkit(
+        tmp_path,
+        {
+            "000001": [obj("dog", (1, 1, 50, 40)), obj("cat", (11, 6, 20, 15), difficult=1, truncated=1)],
+            "000002": [],
+        },
+    )
     data, stats = voc_to_coco(devkit, [2007], "trainval")
     assert [c["name"] for c in data["categories"]] == list(STANDARD_CLASSES)  # no per-class lists: VOC's 20
-    assert [im["file_name"] for im in data["images"]] == ["VOC2007/JPEGImages/000001.jpg",
-                                                          "VOC2007/JPEGImages/000002.jpg"]
+    assert [im["file_name"] for im in data["images"]] == [
+        "VOC2007/JPEGImages/000001.jpg",
+        "VOC2007/JPEGImages/000002.jpg",
+    ]
     dog, cat = data["annotations"]
     assert dog["bbox"] == [0.0, 0.0, 50.0, 40.0] and dog["iscrowd"] == 0
     assert cat["bbox"] == [10.0, 5.0, 10.0, 10.0] and cat["iscrowd"] == 1 and cat["difficult"] == 1
@@ -66,14 +75,17 @@ def test_two_years_in_one_json(tmp_path):
     make_devkit(tmp_path, {"000001": [obj("dog", (1, 1, 5, 5))]}, year=2007)
     make_devkit(tmp_path, {"2008_000001": [obj("cat", (2, 2, 6, 6))]}, year=2012)
     data, _ = voc_to_coco(tmp_path, [2007, 2012], "trainval")
-    assert [im["file_name"] for im in data["images"]] == ["VOC2007/JPEGImages/000001.jpg",
-                                                          "VOC2012/JPEGImages/2008_000001.jpg"]
+    assert [im["file_name"] for im in data["images"]] == [
+        "VOC2007/JPEGImages/000001.jpg",
+        "VOC2012/JPEGImages/2008_000001.jpg",
+    ]
     assert len({im["id"] for im in data["images"]}) == 2
 
 
 def test_bad_boxes_are_clipped_or_dropped_and_counted(tmp_path):
-    devkit = make_devkit(tmp_path, {"a": [obj("dog", (40, 30, 60, 45)), obj("dog", (10, 10, 5, 20)),
-                                          obj("dog", (3, 3, 8, 8))]})
+    devkit = make_devkit(
+        tmp_path, {"a": [obj("dog", (40, 30, 60, 45)), obj("dog", (10, 10, 5, 20)), obj("dog", (3, 3, 8, 8))]}
+    )
     data, stats = voc_to_coco(devkit, [2007], "trainval")
     assert (stats.clipped, stats.dropped) == (1, 1)
     assert [a["bbox"] for a in data["annotations"]] == [[39.0, 29.0, 11.0, 11.0], [2.0, 2.0, 6.0, 6.0]]
@@ -85,8 +97,10 @@ def test_bad_boxes_are_clipped_or_dropped_and_counted(tmp_path):
         ("<annotation><size><width>5</width>", "malformed XML"),
         ("<annotation></annotation>", "missing <size>"),
         ("<annotation><size><width>5</width><height>x</height></size></annotation>", "<height> = 'x'"),
-        ("<annotation><size><width>5</width><height>5</height></size><object><name>dog</name></object>"
-         "</annotation>", "no <bndbox>"),
+        (
+            "<annotation><size><width>5</width><height>5</height></size><object><name>dog</name></object></annotation>",
+            "no <bndbox>",
+        ),
     ],
 )
 def test_malformed_xml_names_the_file(tmp_path, xml, fragment):
@@ -132,8 +146,14 @@ def test_synthetic_devkit_round_trips_to_the_generated_boxes(synth_root, synth_c
         _, meta = render("voc_trainval", index, seed=0, cfg=synth_cfg)
         image_id = next(im["id"] for im in data["images"] if voc_stem("voc_trainval", index) in im["file_name"])
         got = sorted((names[a["category_id"]], tuple(a["bbox"]), a["iscrowd"]) for a in coco.imgToAnns[image_id])
-        want = sorted((VOC_CLASSES[o.label], (o.bbox[0], o.bbox[1], o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]),
-                       int(o.difficult)) for o in meta.objects)
+        want = sorted(
+            (
+                VOC_CLASSES[o.label],
+                (o.bbox[0], o.bbox[1], o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]),
+                int(o.difficult),
+            )
+            for o in meta.objects
+        )
         assert got == [(n, tuple(float(v) for v in b), c) for n, b, c in want]
 
 
@@ -141,8 +161,23 @@ def test_cli_voc2coco(synth_root, tmp_path, capsys):
     from siamdetr.cli import main
 
     out = tmp_path / "voc_test.json"
-    assert main(["data", "voc2coco", "--devkit", str(synth_root / "VOCdevkit"), "--years", "2007",
-                 "--split", "test", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "voc2coco",
+                "--devkit",
+                str(synth_root / "VOCdevkit"),
+                "--years",
+                "2007",
+                "--split",
+                "test",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(COCO(str(out)).getImgIds()) == 6
     assert "difficult → iscrowd" in capsys.readouterr().out
 
