@@ -102,6 +102,32 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from siamdetr.finetune import METRICS, finetune
+
+    cfg = config_from_args(args)
+    metrics = finetune(cfg)
+    print(
+        f"wrote {Path(cfg.finetune.out_dir) / METRICS}: AP {metrics['AP']:.1f}  AP50 {metrics['AP50']:.1f}  "
+        f"AP75 {metrics['AP75']:.1f}"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from siamdetr.engine.evaluate import evaluate_files
+
+    scale = None if args.area_scale == "auto" else float(args.area_scale)
+    metrics = evaluate_files(args.gt, args.detections, args.out, area_scale=scale, backend=args.backend)
+    print(
+        f"wrote {args.out}: "
+        + "  ".join(f"{k} {_fmt(metrics[k])}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -155,6 +181,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_voc2coco)
 
+    p = stages.add_parser(
+        "finetune",
+        help="fine-tune a DETR variant (from scratch or --set finetune.init=CKPT)",
+        description="Train on the prepared downstream dataset (finetune.dataset), evaluate every "
+        "finetune.eval_every epochs, checkpoint every epoch (a rerun resumes), log to MLflow. "
+        "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli finetune ...",
+    )
+    add_config_args(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = stages.add_parser(
+        "evaluate",
+        help="COCO-style AP of any detector's results json against a gt json",
+        description="AP, AP50, AP75, APs, APm, APl (percent) and AP at each IoU 0.50:0.05:0.95, "
+        "from a COCO results file (image_id, category_id, bbox [x,y,w,h], score).",
+    )
+    p.add_argument("--gt", type=Path, required=True, metavar="ANNOTATIONS.json")
+    p.add_argument("--detections", type=Path, required=True, metavar="RESULTS.json")
+    p.add_argument("--out", type=Path, required=True, metavar="METRICS.json")
+    p.add_argument(
+        "--area-scale",
+        default="auto",
+        help="scale of COCO's small/medium/large area limits: 'auto' "
+        "reads info.area_scale from the gt json (synthetic data), else 1",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("faster", "pycocotools"),
+        default="faster",
+        help="faster-coco-eval (default) or pycocotools; the numbers are identical",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
     cfg = stages.add_parser("config", help="show the resolved configuration")
     cfg_cmds = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     p = cfg_cmds.add_parser("show", help="print the resolved config, each value with the file that set it")
@@ -173,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ConfigError, DatasetError, FileExistsError) as e:
+    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError) as e:
         print(f"siamdetr: error: {e}", file=sys.stderr)
         return 2
     return 0

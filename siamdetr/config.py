@@ -124,16 +124,51 @@ class PretrainConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The DETR detector: variant, backbone and Transformer sizes (paper §4.1 in the paper profile)."""
+
+    variant: Literal["vanilla", "conditional", "deform_ss", "deform_ms"] = opt("conditional")
+    backbone: Literal["resnet50", "small"] = opt("small", doc="resnet50 (paper) or a small ResNet for CPU")
+    backbone_checkpoint: str | None = opt(None, must_exist=True, doc="SwAV / torchvision ResNet weights")
+    train_backbone: bool = opt(True, doc="fine-tune the backbone (at lr_backbone)")
+    d_model: int = opt(256, at_least(8))
+    nheads: int = opt(8, at_least(1))
+    enc_layers: int = opt(6, at_least(1))
+    dec_layers: int = opt(6, at_least(1))
+    dim_feedforward: int | None = opt(None, at_least(1), doc="None: the variant's (2048; Deformable 1024)")
+    dropout: float = opt(0.1, unit_interval)
+    num_queries: int = opt(100, at_least(1))
+    n_points: int = opt(4, at_least(1), doc="Deformable attention sampling points")
+    aux_loss: bool = opt(True, doc="losses on every decoder layer")
+
+
+@dataclass
 class FinetuneConfig:
     """Supervised fine-tuning of a DETR variant (paper §4.1)."""
 
-    batch_size: int = opt(16, at_least(1))
+    dataset: Literal["voc", "coco"] = opt("voc", doc="downstream dataset")
+    init: str | None = opt(None, doc="pretrained checkpoint to start from (None: from scratch)")
+    batch_size: int = opt(16, at_least(1), doc="global batch (split over processes)")
     lr: float = opt(1e-4, positive)
     lr_backbone: float = opt(5e-5, non_negative)
     weight_decay: float = opt(1e-4, non_negative)
     epochs: int = opt(2, at_least(1))
     lr_drop: int = opt(2, at_least(1))
     clip_max_norm: float = opt(0.1, non_negative)
+    loss_ce: float | None = opt(None, non_negative, doc="None: 1 (softmax) or 2 (focal variants)")
+    loss_bbox: float = opt(5.0, non_negative)
+    loss_giou: float = opt(2.0, non_negative)
+    eos_coef: float = opt(0.1, unit_interval, doc="weight of the no-object class (softmax variants)")
+    train_scales: list[int] = opt([480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800], doc="short sides")
+    max_size: int = opt(1333, at_least(1))
+    crop_min: int = opt(384, at_least(1), doc="random crop side range of DETR's augmentation")
+    crop_max: int = opt(600, at_least(1))
+    test_size: int = opt(800, at_least(1))
+    augment: bool = opt(True, doc="DETR's flip / multi-scale / crop augmentation")
+    eval_every: int = opt(1, at_least(1), doc="evaluate every k epochs (and after the last)")
+    num_workers: int = opt(2, non_negative)
+    out_dir: str = opt("runs/finetune")
+    amp: bool = opt(True, doc="bf16 autocast on GPU (ignored on CPU)")
 
 
 @dataclass
@@ -143,6 +178,7 @@ class Config:
     profile: str = opt("tiny")
     seed: int = opt(0, non_negative)
     data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
     pretrain: PretrainConfig = section(PretrainConfig)
     finetune: FinetuneConfig = section(FinetuneConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -284,6 +320,7 @@ def load_config(
         sources["profile"] = "--profile"
     cfg = build(Config, merged, sources, "")
     cfg.sources = sources
+    check_consistency(cfg)
     if check_paths:
         check_input_paths(cfg)
     return cfg
@@ -387,9 +424,25 @@ def coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     raise TypeError(f"config field {key} has an unsupported type {tp}")
 
 
+def check_consistency(cfg: Config) -> None:
+    """Rules that involve more than one key."""
+    m, f = cfg.model, cfg.finetune
+    if m.d_model % m.nheads:
+        raise ConfigError(
+            f"{cfg.source_of('model.nheads')}: model.nheads = {m.nheads} must divide model.d_model = {m.d_model}"
+        )
+    if f.crop_min > f.crop_max:
+        raise ConfigError(
+            f"{cfg.source_of('finetune.crop_min')}: finetune.crop_min = {f.crop_min} is larger than "
+            f"finetune.crop_max = {f.crop_max}"
+        )
+    if not f.train_scales:
+        raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
+
+
 def check_input_paths(cfg: Config) -> None:
     """Every input path the user set must exist (outputs are created later)."""
-    for sec_name in ("data", "pretrain", "finetune"):
+    for sec_name in ("data", "model", "pretrain", "finetune"):
         sec = getattr(cfg, sec_name)
         for f in dataclasses.fields(sec):
             value = getattr(sec, f.name)

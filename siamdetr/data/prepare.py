@@ -15,7 +15,7 @@ from typing import Any
 from siamdetr.config import Config, ConfigError
 from siamdetr.data.coco import load_coco
 from siamdetr.data.folder import list_images
-from siamdetr.data.synthetic import write_synthetic
+from siamdetr.data.synthetic import area_scale, write_synthetic
 from siamdetr.data.voc import voc_to_coco
 from siamdetr.io import atomic_dir, atomic_write_json
 
@@ -74,6 +74,8 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
                 (cfg.data.voc_test_split, cfg.data.voc_test_years, "test"),
             ):
                 data, _ = voc_to_coco(live(root), years, split, cfg.data.voc_classes)
+                if cfg.data.synthetic:  # COCO's S/M/L limits, scaled to the small synthetic images
+                    data["info"]["area_scale"] = area_scale(cfg.data.synth.image_size, cfg.data.synth.image_size)
                 ann = out / f"voc_{split}.json"
                 atomic_write_json(live(ann), data)
                 manifest["voc"][name] = _coco_split(root, ann, live(ann))

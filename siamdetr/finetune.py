@@ -1,0 +1,271 @@
+"""The `finetune` stage: train a DETR variant on COCO-format data (VOC after conversion), evaluate, track.
+
+Resumes exactly: each epoch's randomness (shuffling, augmentation, dropout) is derived from (seed, epoch),
+and a checkpoint written atomically after every epoch holds model, optimiser, scheduler, RNG states and
+the epoch, so a run killed anywhere and restarted ends with the same weights and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+from siamdetr.config import Config, ConfigError
+from siamdetr.data.coco import CocoDetection
+from siamdetr.data.images import collate_skipping_bad
+from siamdetr.data.prepare import MANIFEST
+from siamdetr.data.transforms import eval_transforms, train_transforms
+from siamdetr.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from siamdetr.engine.distributed import DistInfo, gather_lists, init_distributed, mean_across_processes
+from siamdetr.engine.loop import StepHook, predict, train_one_epoch
+from siamdetr.io import atomic_write_json
+from siamdetr.models.detr import DETR
+from siamdetr.models.variants import VARIANTS, build_detector
+from siamdetr.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pth"
+METRICS = "metrics.json"
+DETECTIONS = "detections.json"
+RESET_ON_INIT = ("class_embed.",)  # the downstream classes are new: their head starts fresh
+
+
+def dataset_paths(cfg: Config) -> dict[str, dict[str, str]]:
+    """Train / test images and annotations of the downstream dataset, from the data stage's manifest."""
+    path = Path(cfg.data.prepared_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare` or `dvc repro data`)")
+    manifest = json.loads(path.read_text())
+    name = cfg.finetune.dataset
+    if name not in manifest:
+        raise ConfigError(
+            f"{path}: no '{name}' dataset was prepared (finetune.dataset = {name!r}); set data.{name}_root"
+        )
+    entry = manifest[name]
+    test_split = "test" if name == "voc" else "val"
+    return {"train": entry["train"], "test": entry[test_split]}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(cfg: Config, epoch: int, rank: int) -> int:
+    return (cfg.seed * 100_003 + epoch) * 1009 + rank
+
+
+def build_criterion(cfg: Config, num_classes: int) -> tuple[nn.Module, dict[str, float]]:
+    from siamdetr.models.criterion import SetCriterion, aux_weights
+    from siamdetr.models.matcher import HungarianMatcher
+
+    v, f = VARIANTS[cfg.model.variant], cfg.finetune
+    loss_ce = f.loss_ce if f.loss_ce is not None else v.loss_ce
+    matcher = HungarianMatcher(cost_class=2.0 if v.focal else 1.0, cost_bbox=5.0, cost_giou=2.0, focal=v.focal)
+    base = {"loss_ce": loss_ce, "loss_bbox": f.loss_bbox, "loss_giou": f.loss_giou}
+    weights = aux_weights(base, cfg.model.dec_layers - 1) if cfg.model.aux_loss else base
+    criterion = SetCriterion(num_classes, matcher, weights, eos_coef=f.eos_coef, focal=v.focal)
+    return criterion, weights
+
+
+def build_optimizer(
+    model: nn.Module, cfg: Config
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with the backbone at its own lr, and a step schedule (÷10 at lr_drop)."""
+    f = cfg.finetune
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    groups = [{"params": rest, "lr": f.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": f.lr_backbone})
+    optimizer = torch.optim.AdamW(groups, lr=f.lr, weight_decay=f.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, f.lr_drop)
+
+
+def load_init(model: DETR, path: str | Path) -> dict[str, Any]:
+    """Start from a pretraining checkpoint: same parameter names, class head reset, differences logged.
+
+    Returns the checkpoint's `meta` (method, pretraining dataset, proposals) for the run's tags.
+    """
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("model", ckpt)
+    own = model.state_dict()
+    usable = {
+        k: v for k, v in state.items() if not k.startswith(RESET_ON_INIT) and k in own and own[k].shape == v.shape
+    }
+    result = model.load_state_dict(usable, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(RESET_ON_INIT)]
+    skipped = sorted(set(state) - set(usable))
+    if missing:
+        log.warning(
+            "%s: %d parameters not in the checkpoint keep their fresh init: %s", path, len(missing), missing[:10]
+        )
+    if skipped:
+        log.info(
+            "%s: %d checkpoint tensors not used (reset heads, other shapes or names): %s",
+            path,
+            len(skipped),
+            skipped[:10],
+        )
+    return dict(ckpt.get("meta", {}))
+
+
+def make_loader(
+    ds: CocoDetection, batch_size: int, train: bool, cfg: Config, dist_info: DistInfo, epoch: int
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, 0))
+    if dist_info.world_size > 1:
+        sampler = DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=train, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(ds, generator=generator) if train else SequentialSampler(ds)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate_skipping_bad,
+        num_workers=cfg.finetune.num_workers,
+        generator=generator,
+        drop_last=False,
+        persistent_workers=False,
+    )
+
+
+def finetune(
+    cfg: Config, on_step: StepHook | None = None, on_epoch: Callable[[int, dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Train, evaluate every `eval_every` epochs, checkpoint every epoch; returns the final metrics.
+
+    `on_step(step, losses)` / `on_epoch(epoch, record)` are observation hooks (tests use them to stop a run
+    mid-epoch as a kill would).
+    """
+    from siamdetr.engine.evaluate import coco_metrics
+
+    f = cfg.finetune
+    dist_info = init_distributed()
+    if f.batch_size % dist_info.world_size:
+        raise ConfigError(
+            f"{cfg.source_of('finetune.batch_size')}: finetune.batch_size = {f.batch_size} is not "
+            f"divisible by the {dist_info.world_size} processes"
+        )
+    per_process = f.batch_size // dist_info.world_size
+    out = Path(f.out_dir)
+    paths = dataset_paths(cfg)
+    seed_everything(cfg.seed)
+    train_ds = CocoDetection(
+        paths["train"]["images"], paths["train"]["annotations"], train_transforms(f), cfg.data.on_bad_image
+    )
+    test_ds = CocoDetection(
+        paths["test"]["images"], paths["test"]["annotations"], eval_transforms(f), cfg.data.on_bad_image
+    )
+    if test_ds.category_ids != train_ds.category_ids:
+        raise ConfigError(f"{paths['test']['annotations']}: categories differ from {paths['train']['annotations']}")
+    model = build_detector(cfg.model, len(train_ds.category_ids)).to(dist_info.device)
+    init_meta = load_init(model, f.init) if f.init else {}
+    criterion, weights = build_criterion(cfg, len(train_ds.category_ids))
+    optimizer, scheduler = build_optimizer(model, cfg)
+
+    start_epoch, history = 0, []
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("params_hash") == cfg.params_hash():
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            start_epoch, history = ckpt["epoch"] + 1, json.loads(ckpt["history"])
+            log.info("resuming %s from epoch %d", ckpt_path, start_epoch)
+        else:
+            log.warning("%s was written with other params; starting afresh", ckpt_path)
+    train_model: nn.Module = DistributedDataParallel(model) if dist_info.world_size > 1 else model
+    tags = {
+        "method": init_meta.get("method", "scratch" if not f.init else "unknown"),
+        "variant": cfg.model.variant,
+        "downstream": f.dataset,
+        "pretrain_dataset": init_meta.get("dataset", "-"),
+        "proposals": init_meta.get("proposals", "-"),
+        "queries": cfg.model.num_queries,
+    }
+    tracker = RunLogger(
+        cfg, "finetune", f"finetune-{cfg.model.variant}-{f.dataset}-s{cfg.seed}", tags, enabled=dist_info.is_main
+    )
+    metrics: dict[str, Any] = history[-1]["metrics"] if history else {}
+    try:
+        for record in history:  # a resumed run re-logs the finished epochs, so its MLflow run is complete
+            tracker.log_metrics({**record["train"], **record.get("metrics", {})}, step=record["epoch"])
+        for epoch in range(start_epoch, f.epochs):
+            seed_everything(epoch_seed(cfg, epoch, dist_info.rank))
+            loader = make_loader(train_ds, per_process, True, cfg, dist_info, epoch)
+            losses = train_one_epoch(
+                train_model,
+                criterion,
+                weights,
+                loader,
+                optimizer,
+                dist_info.device,
+                f.clip_max_norm,
+                f.amp,
+                on_step,
+                show_progress=dist_info.is_main,
+            )
+            losses = mean_across_processes(losses, dist_info.device)
+            scheduler.step()
+            record: dict[str, Any] = {"epoch": epoch, "train": losses}
+            if (epoch + 1) % f.eval_every == 0 or epoch + 1 == f.epochs:
+                test_loader = make_loader(test_ds, per_process, False, cfg, dist_info, epoch)
+                detections = gather_lists(
+                    predict(
+                        model,
+                        test_loader,
+                        dist_info.device,
+                        model.focal,
+                        train_ds.category_ids,
+                        f.amp,
+                        show_progress=dist_info.is_main,
+                    ),
+                    dist_info.device,
+                )
+                metrics = coco_metrics(test_ds.coco, detections)
+                record["metrics"] = metrics
+                if dist_info.is_main and epoch + 1 == f.epochs:
+                    atomic_write_json(out / DETECTIONS, detections)
+            history.append(record)
+            tracker.log_metrics({**losses, **record.get("metrics", {})}, step=epoch)
+            if dist_info.is_main:
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng_state(),
+                        "epoch": epoch,
+                        "params_hash": cfg.params_hash(),
+                        "history": json.dumps(history),
+                        "config": json.dumps(cfg.to_dict()),
+                    },
+                )
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+        if dist_info.is_main:
+            atomic_write_json(out / METRICS, metrics, indent=2)
+            atomic_write_json(out / "history.json", history, indent=2)
+            tracker.log_artifact(out / METRICS)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    return metrics

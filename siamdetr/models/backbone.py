@@ -1,0 +1,146 @@
+"""The CNN trunk: torchvision ResNet-50 (the paper's SwAV R50) or a small ResNet for CPU profiles.
+
+Both return C3–C5 (or only C5) feature maps with a downsampled padding mask per level. BatchNorm is frozen
+for detection (`torchvision.ops.FrozenBatchNorm2d`); the small ResNet keeps ordinary BatchNorm while the
+`backbone` stage trains it self-supervised, then is frozen the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.models import resnet50
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.models.resnet import BasicBlock
+from torchvision.ops import FrozenBatchNorm2d
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("C3", "C4", "C5")
+DROPPED_PREFIXES = ("projection_head.", "prototypes.", "fc.")  # SwAV heads and the classifier
+
+
+class SmallResNet(nn.Module):
+    """A four-stage ResNet of BasicBlocks, narrow and shallow enough for CPU runs.
+
+    Strides are 4 / 8 / 16 for C3 / C4 / C5 (one downsampling fewer than ResNet-50), so 128-pixel images
+    still give the Transformer an 8x8 C5 map.
+    """
+
+    def __init__(
+        self, widths: tuple[int, int, int, int] = (32, 64, 128, 256), norm_layer: type[nn.Module] = nn.BatchNorm2d
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False)
+        self.bn1 = norm_layer(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._stage(widths[0], widths[0], 1, norm_layer)
+        self.layer2 = self._stage(widths[0], widths[1], 2, norm_layer)
+        self.layer3 = self._stage(widths[1], widths[2], 2, norm_layer)
+        self.layer4 = self._stage(widths[2], widths[3], 2, norm_layer)
+        self.channels = {"C3": widths[1], "C4": widths[2], "C5": widths[3]}
+        self.strides = {"C3": 4, "C4": 8, "C5": 16}
+
+    @staticmethod
+    def _stage(cin: int, cout: int, stride: int, norm_layer: type[nn.Module]) -> nn.Sequential:
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm_layer(cout))
+        return nn.Sequential(
+            BasicBlock(cin, cout, stride, down, norm_layer=norm_layer), BasicBlock(cout, cout, norm_layer=norm_layer)
+        )
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        x = self.layer1(self.relu(self.bn1(self.conv1(x))))
+        c3 = self.layer2(x)
+        c4 = self.layer3(c3)
+        return {"C3": c3, "C4": c4, "C5": self.layer4(c4)}
+
+
+def resnet_trunk(name: Literal["resnet50", "small"], frozen_bn: bool = True) -> nn.Module:
+    """The bare trunk whose state dict a checkpoint is loaded into (no feature extraction wrapper)."""
+    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    if name == "resnet50":
+        return resnet50(weights=None, norm_layer=norm)
+    if name == "small":
+        return SmallResNet(norm_layer=norm)
+    raise ValueError(f"unknown backbone {name!r} (resnet50 or small)")
+
+
+def load_trunk_weights(trunk: nn.Module, path: str | Path) -> None:
+    """Load a SwAV checkpoint (`module.` prefix, projection head and prototypes) or a torchvision state dict.
+
+    Missing and unexpected keys are logged; a file that matches no key at all is an error, since it is
+    almost certainly not a ResNet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: backbone checkpoint does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "backbone"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    cleaned = {}
+    for k, v in state.items():
+        k = k.removeprefix("module.").removeprefix("backbone.")
+        if not k.startswith(DROPPED_PREFIXES):
+            cleaned[k] = v
+    result = trunk.load_state_dict(cleaned, strict=False)
+    own = set(trunk.state_dict())
+    if not own & set(cleaned):
+        raise ValueError(f"{path}: no key matches the {type(trunk).__name__} trunk; is this a ResNet checkpoint?")
+    if result.missing_keys:
+        log.warning(
+            "%s: %d trunk keys missing from the checkpoint: %s", path, len(result.missing_keys), result.missing_keys[:8]
+        )
+    if result.unexpected_keys:
+        log.warning("%s: %d unexpected keys ignored: %s", path, len(result.unexpected_keys), result.unexpected_keys[:8])
+    log.info("loaded backbone weights from %s (%d tensors)", path, len(cleaned) - len(result.unexpected_keys))
+
+
+class Backbone(nn.Module):
+    """Trunk + level selection: images [B,3,H,W] and padding mask [B,H,W] → per level (features, mask)."""
+
+    def __init__(
+        self,
+        name: Literal["resnet50", "small"] = "resnet50",
+        levels: tuple[str, ...] = ("C5",),
+        trainable: bool = True,
+        checkpoint: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = set(levels) - set(LEVELS)
+        if unknown:
+            raise ValueError(f"unknown backbone levels {sorted(unknown)}; choose from {LEVELS}")
+        trunk = resnet_trunk(name, frozen_bn=True)
+        if checkpoint is not None:
+            load_trunk_weights(trunk, checkpoint)
+        self.levels = tuple(levels)
+        if name == "resnet50":
+            self.body = create_feature_extractor(trunk, {"layer2": "C3", "layer3": "C4", "layer4": "C5"})
+            channels, strides = {"C3": 512, "C4": 1024, "C5": 2048}, {"C3": 8, "C4": 16, "C5": 32}
+            frozen_prefixes = ("conv1", "bn1", "layer1")  # DETR trains layer2-4 of ResNet-50
+        else:
+            self.body = trunk
+            channels, strides = trunk.channels, trunk.strides
+            frozen_prefixes = ()
+        self.num_channels = [channels[lv] for lv in self.levels]
+        self.strides = [strides[lv] for lv in self.levels]
+        for name_, p in self.body.named_parameters():
+            if not trainable or name_.startswith(frozen_prefixes):
+                p.requires_grad_(False)
+
+    def forward(self, images: Tensor, mask: Tensor) -> list[tuple[Tensor, Tensor]]:
+        feats = self.body(images)
+        out = []
+        for lv in self.levels:
+            f = feats[lv]
+            m = F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0]
+            out.append((f, m))
+        return out

@@ -1,0 +1,95 @@
+"""MLflow tracking: one run per stage execution, logged from rank 0 only.
+
+The default store is SQLite in the project (`sqlite:///<abs>/mlflow.db`; MLflow 3 deprecates the file
+store), overridable with MLFLOW_TRACKING_URI (a server with PostgreSQL for many machines). MLflow is
+imported lazily so GPU machines without it can still train: the run is then only logged locally.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from siamdetr.config import Config
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "siamdetr"
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit the code runs from, with '-dirty' when the work tree has changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class RunLogger:
+    """Logs params, tags, metrics and artifacts of one run; a no-op off rank 0 or without MLflow."""
+
+    def __init__(self, cfg: Config, stage: str, run_name: str, tags: Mapping[str, Any], enabled: bool = True) -> None:
+        self.run_id: str | None = None
+        self._mlflow = None
+        if not enabled:
+            return
+        try:
+            import mlflow
+        except ImportError:
+            log.warning("mlflow is not installed: run %s is not tracked", run_name)
+            return
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(default_tracking_uri())
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(Path.cwd() / "mlartifacts").resolve().as_uri())
+        mlflow.set_experiment(EXPERIMENT)
+        all_tags = {
+            "stage": stage,
+            "profile": cfg.profile,
+            "seed": cfg.seed,
+            "git_commit": git_commit(),
+            "params_hash": cfg.params_hash(),
+            **tags,
+        }
+        if os.environ.get("DVC_EXP_NAME"):
+            all_tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+        run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
+        self.run_id = run.info.run_id
+        mlflow.log_params({k: str(v) for k, v in flatten(cfg.to_dict()).items()})
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if self._mlflow is None:
+            return
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        self._mlflow.log_metrics(scalars, step=step)
+
+    def log_artifact(self, path: str | Path) -> None:
+        if self._mlflow is not None:
+            self._mlflow.log_artifact(str(path))
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self._mlflow is not None and self.run_id is not None:
+            self._mlflow.end_run(status=status)
+            self.run_id = None
