@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from siamdetr.config import Config, ConfigError
 from siamdetr.data.coco import CocoDetection
@@ -125,12 +125,15 @@ def load_init(model: DETR, path: str | Path) -> dict[str, Any]:
 def make_loader(
     ds: CocoDetection, batch_size: int, train: bool, cfg: Config, dist_info: DistInfo, epoch: int
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, 0))
-    if dist_info.world_size > 1:
-        sampler = DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=train, seed=cfg.seed)
+    """A loader whose global order depends only on (seed, epoch): process r of W takes every W-th image of
+    one shuffled order, so N processes see the same global batches as one process (and a resume the same
+    batches as the original run)."""
+    if train:
+        sampler = DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
-    else:
-        sampler = RandomSampler(ds, generator=generator) if train else SequentialSampler(ds)
+    else:  # every image exactly once over all processes (DistributedSampler would pad with repeats)
+        sampler = range(dist_info.rank, len(ds), dist_info.world_size)
+    generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, dist_info.rank))  # worker seeds
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -138,8 +141,6 @@ def make_loader(
         collate_fn=collate_skipping_bad,
         num_workers=cfg.finetune.num_workers,
         generator=generator,
-        drop_last=False,
-        persistent_workers=False,
     )
 
 
@@ -190,6 +191,9 @@ def finetune(
             log.info("resuming %s from epoch %d", ckpt_path, start_epoch)
         else:
             log.warning("%s was written with other params; starting afresh", ckpt_path)
+    if start_epoch >= f.epochs:
+        log.info("%s: all %d epochs are done; nothing to train", ckpt_path, f.epochs)
+        return history[-1]["metrics"]
     train_model: nn.Module = DistributedDataParallel(model) if dist_info.world_size > 1 else model
     tags = {
         "method": init_meta.get("method", "scratch" if not f.init else "unknown"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -116,7 +117,8 @@ def area_ranges(scale: float) -> list[list[float]]:
 
 
 def run_cocoeval(gt: COCO, detections: list[dict], areas: list[list[float]], backend: Backend) -> Any:
-    """Evaluate, accumulate and summarize with the chosen implementation, without its prints."""
+    """Evaluate, accumulate and summarize with the chosen implementation, without its prints and log lines."""
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "faster":
             faster_gt = faster_coco_eval.COCO(gt.dataset)

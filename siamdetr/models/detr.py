@@ -136,7 +136,7 @@ class DETR(nn.Module):
 def postprocess(
     outputs: dict[str, Tensor], orig_sizes: Tensor, focal: bool, top_k: int = 100
 ) -> list[dict[str, Tensor]]:
-    """Raw outputs → per image scores, labels and xyxy boxes in original pixels.
+    """Raw outputs → per image scores, labels and xyxy boxes in original pixels, clipped to the image.
 
     Softmax models take each query's best real class; sigmoid models take the top-k (query, class) pairs,
     as Conditional and Deformable DETR evaluate.
@@ -144,7 +144,7 @@ def postprocess(
     logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
     h, w = orig_sizes.unbind(1)
     scale = torch.stack([w, h, w, h], dim=1).to(boxes.dtype)[:, None, :]
-    xyxy = box_convert(boxes, "cxcywh", "xyxy") * scale
+    xyxy = torch.minimum((box_convert(boxes, "cxcywh", "xyxy") * scale).clamp(min=0), scale)  # inside the image
     if focal:
         prob = logits.sigmoid()
         k = min(top_k, prob.shape[1] * prob.shape[2])
