@@ -36,3 +36,11 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory, synth_cfg: SynthConfig)
     root = tmp_path_factory.mktemp("synth") / "tree"
     write_synthetic(root, synth_cfg, seed=0, workers=1)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mlflow_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests track into their own SQLite store, never the project's mlflow.db."""
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"

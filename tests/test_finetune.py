@@ -1,0 +1,119 @@
+"""The fine-tuning stage: exact resume after a kill, and the same first step on 1 or 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from siamdetr.config import load_config
+from siamdetr.data.prepare import prepare_data
+from siamdetr.engine.checkpoint import load_checkpoint
+from siamdetr.finetune import CHECKPOINT, METRICS, finetune
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prepared") / "prepared"
+    prepare_data(load_config(params=None, profile="smoke", overrides=[f"data.prepared_dir={root}"]))
+    return root
+
+
+def smoke(prepared: Path, out: Path, *extra: str):
+    return load_config(
+        params=None,
+        profile="smoke",
+        overrides=[
+            f"data.prepared_dir={prepared}",
+            f"finetune.out_dir={out}",
+            "finetune.epochs=2",
+            "finetune.lr_drop=1",
+            *extra,
+        ],
+    )
+
+
+def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(prepared, tmp_path):
+    whole = finetune(smoke(prepared, tmp_path / "whole"))
+    calls = []
+
+    def kill_in_second_epoch(step, losses):
+        calls.append(step)
+        if len(calls) > 1 and step == 1 and calls.count(0) == 2:  # step 1 of epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(smoke(prepared, tmp_path / "resumed"), on_step=kill_in_second_epoch)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 0
+    assert not (tmp_path / "resumed" / METRICS).exists()
+    resumed = finetune(smoke(prepared, tmp_path / "resumed"))
+    assert resumed == whole
+    a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)["model"]
+    b = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "resumed" / METRICS).read_text()) == json.loads(
+        (tmp_path / "whole" / METRICS).read_text()
+    )
+
+
+def test_a_finished_run_is_not_trained_again(prepared, tmp_path):
+    cfg = smoke(prepared, tmp_path / "run", "finetune.epochs=1")
+    first = finetune(cfg)
+    mtime = (tmp_path / "run" / CHECKPOINT).stat().st_mtime_ns
+    assert finetune(cfg) == first
+    assert (tmp_path / "run" / CHECKPOINT).stat().st_mtime_ns == mtime
+
+
+def square_dataset(prepared: Path, root: Path) -> Path:
+    """The smoke VOC set resized to 64x64, so padding is the same however images are batched."""
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    for split in ("train", "test"):
+        entry = manifest["voc"][split]
+        data = json.loads(Path(entry["annotations"]).read_text())
+        sizes = {}
+        for im in data["images"]:
+            sizes[im["id"]] = (im["width"], im["height"])
+            dst = root / "images" / im["file_name"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            Image.open(Path(entry["images"]) / im["file_name"]).convert("RGB").resize((64, 64)).save(dst)
+            im["width"] = im["height"] = 64
+        for a in data["annotations"]:
+            w, h = sizes[a["image_id"]]
+            x, y, bw, bh = a["bbox"]
+            a["bbox"] = [x * 64 / w, y * 64 / h, bw * 64 / w, bh * 64 / h]
+        entry["annotations"] = str(root / f"{split}.json")
+        entry["images"] = str(root / "images")
+        Path(entry["annotations"]).write_text(json.dumps(data))
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_two_processes_take_the_same_first_step_as_one(prepared, tmp_path):
+    data = square_dataset(prepared, tmp_path / "square")
+    args = [
+        f"data.prepared_dir={data}",
+        "finetune.batch_size=4",
+        "finetune.augment=false",
+        "model.dropout=0.0",
+        "finetune.train_scales=[64]",
+        "finetune.num_workers=0",
+    ]
+    script = Path(__file__).parent / "scripts" / "first_step.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(cmd, out):
+        done = subprocess.run(
+            [*cmd, str(script), *args, f"finetune.out_dir={out}"], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])["loss"]
+
+    single = run([sys.executable], tmp_path / "one")
+    double = run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"], tmp_path / "two"
+    )
+    assert double == pytest.approx(single, rel=1e-5, abs=1e-6)
