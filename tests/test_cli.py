@@ -49,3 +49,63 @@ def test_config_show_names_sources(tmp_path, capsys):
     assert main(["config", "show", "--params", str(tmp_path / "none.yaml"), "--set", "pretrain.tau=0.6"]) == 0
     out = capsys.readouterr().out
     assert "tau: 0.6  # --set" in out and "tiny.yaml" in out
+
+
+def test_evaluate_command_matches_pycocotools(synth_root, tmp_path, capsys):
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.cocoeval import COCOeval
+
+    gt_path = synth_root / "coco_like/annotations/instances_val2017.json"
+    gt = json.loads(gt_path.read_text())
+    gt["info"].pop("area_scale")  # plain COCO areas, as pycocotools uses them
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": 0.9 - 0.01 * (i % 7),
+            "bbox": [a["bbox"][0] + i % 3, a["bbox"][1], a["bbox"][2], a["bbox"][3] + i % 2],
+        }
+        for i, a in enumerate(gt["annotations"])
+    ]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    out = tmp_path / "metrics.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(tmp_path / "gt.json"),
+                "--detections",
+                str(tmp_path / "dets.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(out.read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "gt.json"))
+        e = COCOeval(coco, coco.loadRes(str(tmp_path / "dets.json")), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    for i, key in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl")):
+        expected = None if e.stats[i] == -1 else e.stats[i] * 100
+        assert (metrics[key] is None) == (expected is None)
+        if expected is not None:
+            assert abs(metrics[key] - expected) < 1e-6
+    assert len(metrics["AP_per_iou"]) == 10
+    assert "AP50" in capsys.readouterr().out
+
+
+def test_evaluate_command_names_a_bad_detections_file(synth_root, tmp_path, capsys):
+    bad = tmp_path / "dets.json"
+    bad.write_text('[{"image_id": 1}]')
+    gt = synth_root / "coco_like/annotations/instances_val2017.json"
+    assert main(["evaluate", "--gt", str(gt), "--detections", str(bad), "--out", str(tmp_path / "m.json")]) == 2
+    assert str(bad) in capsys.readouterr().err

@@ -117,3 +117,31 @@ def test_two_processes_take_the_same_first_step_as_one(prepared, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"], tmp_path / "two"
     )
     assert double == pytest.approx(single, rel=1e-5, abs=1e-6)
+
+
+def test_each_fine_tune_is_one_mlflow_run_with_config_tags_and_per_epoch_ap(prepared, tmp_path):
+    import mlflow
+
+    cfg = smoke(prepared, tmp_path / "tracked", "seed=7")
+    metrics = finetune(cfg)
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(
+        experiment_names=["siamdetr"], filter_string=f"tags.params_hash = '{cfg.params_hash()}'", output_format="list"
+    )
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert (tags["stage"], tags["method"], tags["variant"], tags["downstream"]) == (
+        "finetune",
+        "scratch",
+        "conditional",
+        "voc",
+    )
+    assert (tags["seed"], tags["profile"]) == ("7", "smoke") and tags["git_commit"]
+    assert run.data.params["model.variant"] == "conditional" and run.data.params["finetune.epochs"] == "2"
+    ap = client.get_metric_history(run.info.run_id, "AP")
+    assert [m.step for m in ap] == [0, 1]  # evaluated every epoch (Figure 6)
+    assert ap[-1].value == pytest.approx(metrics["AP"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_giou")] == [0, 1]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["metrics.json"]
