@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from siamdetr.models.heads import MLP
 from siamdetr.models.memory import Memory
 from siamdetr.models.position import box_sine
-from siamdetr.models.transformer import EncoderLayer, FeedForward, Transformer, clones
+from siamdetr.models.transformer import FeedForward, Transformer, xavier_init
 
 
 def split_heads(x: Tensor, nhead: int) -> Tensor:
@@ -82,19 +82,14 @@ class ConditionalTransformer(Transformer):
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
     ) -> None:
-        nn.Module.__init__(self)
-        self.d_model = d_model
-        self.encoder_layers = clones(EncoderLayer(d_model, nhead, dim_feedforward, dropout), num_encoder_layers)
+        super().__init__(d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout)
         self.decoder_layers = nn.ModuleList(
             ConditionalDecoderLayer(d_model, nhead, dim_feedforward, dropout, first=i == 0)
             for i in range(num_decoder_layers)
         )
-        self.decoder_norm = nn.LayerNorm(d_model)
         self.query_scale = MLP(d_model, d_model, d_model, 2)
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        xavier_init(self)
 
     def decode(self, memory: Memory, query_content: Tensor, query_pos: Tensor) -> tuple[Tensor, Tensor]:
         """hs: [layers, B, Q, d]; refs: [layers, B, Q, 2] normalised (x, y), the same for every layer."""

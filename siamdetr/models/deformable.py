@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from siamdetr.models.memory import Memory, flatten_levels
-from siamdetr.models.transformer import FeedForward, clones
+from siamdetr.models.transformer import FeedForward, clones, xavier_init
 
 
 def ms_deform_attn_core(
@@ -210,9 +210,7 @@ class DeformableTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        xavier_init(self)
         for module in self.modules():
             if isinstance(module, MSDeformAttn):
                 module.reset_parameters()

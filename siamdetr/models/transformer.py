@@ -18,6 +18,13 @@ def clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
 
 
+def xavier_init(module: nn.Module) -> None:
+    """DETR's initialisation: Xavier-uniform for every weight matrix."""
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
 class FeedForward(nn.Module):
     """The residual FFN block shared by every layer type: x + Dropout(W2 Dropout(ReLU(W1 x))), then norm."""
 
@@ -82,9 +89,7 @@ class Transformer(nn.Module):
         self.encoder_layers = clones(EncoderLayer(d_model, nhead, dim_feedforward, dropout), num_encoder_layers)
         self.decoder_layers = clones(DecoderLayer(d_model, nhead, dim_feedforward, dropout), num_decoder_layers)
         self.decoder_norm = nn.LayerNorm(d_model)
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        xavier_init(self)
 
     def encode(self, srcs: list[Tensor], masks: list[Tensor], pos: list[Tensor]) -> Memory:
         tokens, mask, flat_pos, shapes, starts, ratios = flatten_levels(srcs, masks, pos)
