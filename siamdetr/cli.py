@@ -105,6 +105,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     from siamdetr.finetune import METRICS, finetune
 
+    if args.init is not None:
+        args.overrides.append(f"finetune.init={args.init}")
     cfg = config_from_args(args)
     metrics = finetune(cfg)
     print(
@@ -187,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train on the prepared downstream dataset (finetune.dataset), evaluate every "
         "finetune.eval_every epochs, checkpoint every epoch (a rerun resumes), log to MLflow. "
         "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli finetune ...",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start from a pretraining checkpoint (same as "
+        "--set finetune.init=...; class head reset, other keys mapped by name: docs/finetuning.md)",
     )
     add_config_args(p)
     p.set_defaults(func=cmd_finetune)

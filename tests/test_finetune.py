@@ -145,3 +145,36 @@ def test_each_fine_tune_is_one_mlflow_run_with_config_tags_and_per_epoch_ap(prep
     assert ap[-1].value == pytest.approx(metrics["AP"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_giou")] == [0, 1]
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["metrics.json"]
+
+
+def test_init_loads_the_transformer_and_resets_the_class_head(tmp_path, caplog):
+    import logging
+
+    from siamdetr.finetune import load_init
+    from siamdetr.models.variants import build_detector
+
+    cfg = load_config(params=None, profile="smoke")
+    pretrained = build_detector(cfg.model, num_classes=1)  # e.g. an objectness head: other class count
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.add_(1.0)
+    state = {**pretrained.state_dict(), "sem_head.weight": torch.zeros(3)}
+    path = tmp_path / "pretrain.pth"
+    torch.save({"model": state, "meta": {"method": "siamese", "dataset": "imagenet", "proposals": "edgeboxes"}}, path)
+    model = build_detector(cfg.model, num_classes=6)
+    fresh_class = model.class_embed.weight.clone()
+    with caplog.at_level(logging.INFO):
+        meta = load_init(model, path)
+    assert meta == {"method": "siamese", "dataset": "imagenet", "proposals": "edgeboxes"}
+    for name, value in model.state_dict().items():
+        if name.startswith("class_embed."):
+            continue
+        assert torch.equal(value, state[name]), name
+    assert torch.equal(model.class_embed.weight, fresh_class)
+    assert "sem_head.weight" in caplog.text and "keep their fresh init" not in caplog.text
+    del state["transformer.decoder_norm.weight"]
+    torch.save({"model": state}, path)
+    caplog.clear()
+    assert load_init(build_detector(cfg.model, num_classes=6), path) == {}
+    assert "1 parameters not in the checkpoint keep their fresh init" in caplog.text
+    assert "transformer.decoder_norm.weight" in caplog.text
