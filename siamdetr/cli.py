@@ -54,18 +54,19 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="shortcut for --set seed=N")
 
 
-def config_from_args(args: argparse.Namespace):  # -> Config; imported lazily to keep --help fast
+def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = ()):  # -> Config (lazy import: fast --help)
+    """The validated config; input paths are checked for the sections this command reads."""
     from siamdetr.config import load_config
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    return load_config(args.params, args.profile, args.experiment, overrides)
+    return load_config(args.params, args.profile, args.experiment, overrides, check_paths=sections)
 
 
 # ------------------------------------------------------------------------------------------- commands
 def cmd_config_show(args: argparse.Namespace) -> None:
-    from siamdetr.config import describe
+    from siamdetr.config import SECTIONS, describe
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, SECTIONS)
     print(f"# profile {cfg.profile}, params hash {cfg.params_hash()}")
     print(describe(cfg), end="")
 
@@ -73,7 +74,7 @@ def cmd_config_show(args: argparse.Namespace) -> None:
 def cmd_data_synth(args: argparse.Namespace) -> None:
     from siamdetr.data.synthetic import write_synthetic
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, ("data",))
     counts = write_synthetic(args.out, cfg.data.synth, seed=cfg.seed, workers=args.workers)
     print(f"wrote {sum(counts.values())} images to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
@@ -94,7 +95,7 @@ def cmd_data_voc2coco(args: argparse.Namespace) -> None:
 def cmd_data_prepare(args: argparse.Namespace) -> None:
     from siamdetr.data.prepare import MANIFEST, prepare_data
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, ("data",))
     manifest = prepare_data(cfg)
     print(
         f"wrote {Path(cfg.data.prepared_dir) / MANIFEST}: datasets "
@@ -107,7 +108,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     if args.init is not None:
         args.overrides.append(f"finetune.init={args.init}")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, ("data", "model", "finetune"))
     metrics = finetune(cfg)
     print(
         f"wrote {Path(cfg.finetune.out_dir) / METRICS}: AP {metrics['AP']:.1f}  AP50 {metrics['AP50']:.1f}  "

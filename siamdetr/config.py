@@ -106,6 +106,28 @@ class DataConfig:
 
 
 @dataclass
+class BackboneConfig:
+    """The `backbone` stage: SwAV self-supervision of the small ResNet on the unlabeled pretraining images
+    (the paper uses a SwAV ResNet-50 checkpoint instead: model.backbone_checkpoint)."""
+
+    epochs: int = opt(20, at_least(1))
+    batch_size: int = opt(64, at_least(2))
+    lr: float = opt(1e-3, positive)
+    weight_decay: float = opt(1e-6, non_negative)
+    prototypes: int = opt(64, at_least(2), doc="SwAV prototype vectors (clusters)")
+    feature_dim: int = opt(128, at_least(2), doc="projection output size")
+    temperature: float = opt(0.1, positive)
+    epsilon: float = opt(0.05, positive, doc="Sinkhorn-Knopp entropy regularisation")
+    sinkhorn_iters: int = opt(3, at_least(1))
+    global_size: int = opt(96, at_least(8), doc="side of the 2 global crops")
+    local_size: int = opt(48, at_least(8), doc="side of the small crops")
+    n_local: int = opt(4, non_negative, doc="small crops per image (multi-crop)")
+    freeze_prototypes_steps: int = opt(50, non_negative)
+    num_workers: int = opt(1, non_negative)
+    out_dir: str = opt("runs/backbone")
+
+
+@dataclass
 class PretrainConfig:
     """Self-supervised pretraining of the Transformer (paper §3, §4.1)."""
 
@@ -179,6 +201,7 @@ class Config:
     seed: int = opt(0, non_negative)
     data: DataConfig = section(DataConfig)
     model: ModelConfig = section(ModelConfig)
+    backbone: BackboneConfig = section(BackboneConfig)
     pretrain: PretrainConfig = section(PretrainConfig)
     finetune: FinetuneConfig = section(FinetuneConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -289,12 +312,13 @@ def load_config(
     profile: str | None = None,
     experiments: Iterable[Path] = (),
     overrides: Iterable[str] = (),
-    check_paths: bool = True,
+    check_paths: Iterable[str] | bool = True,
 ) -> Config:
     """Resolve and validate the configuration of a run.
 
     `params` may be None or absent (then only the profile and overrides apply). `profile` given here wins
-    over the one named in params.yaml.
+    over the one named in params.yaml. `check_paths`: True checks every input path, or name the sections a
+    stage reads (an input written by an earlier stage does not exist before that stage has run).
     """
     sources: dict[str, str] = {}
     layers: list[tuple[str, dict[str, Any]]] = []
@@ -322,7 +346,7 @@ def load_config(
     cfg.sources = sources
     check_consistency(cfg)
     if check_paths:
-        check_input_paths(cfg)
+        check_input_paths(cfg, SECTIONS if check_paths is True else tuple(check_paths))
     return cfg
 
 
@@ -440,9 +464,12 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
 
 
-def check_input_paths(cfg: Config) -> None:
-    """Every input path the user set must exist (outputs are created later)."""
-    for sec_name in ("data", "model", "pretrain", "finetune"):
+SECTIONS = ("data", "model", "backbone", "pretrain", "finetune")
+
+
+def check_input_paths(cfg: Config, sections: tuple[str, ...] = SECTIONS) -> None:
+    """Every input path the user set in these sections must exist (outputs are created later)."""
+    for sec_name in sections:
         sec = getattr(cfg, sec_name)
         for f in dataclasses.fields(sec):
             value = getattr(sec, f.name)

@@ -160,3 +160,10 @@ def test_missing_params_file_is_allowed_but_an_unreadable_experiment_is_not(tmp_
 
 def test_repo_params_yaml_is_valid():
     load_config(Path(__file__).parents[1] / "params.yaml")
+
+
+def test_paths_are_checked_only_for_the_sections_a_stage_reads(tmp_path):
+    params = write(tmp_path, f"model: {{backbone_checkpoint: {tmp_path / 'later.pth'}}}")
+    load_config(params, check_paths=("data",))  # written by an earlier stage: not there yet, not read here
+    with pytest.raises(ConfigError, match="model.backbone_checkpoint = .*later.pth.*: path does not exist"):
+        load_config(params, check_paths=("model",))
