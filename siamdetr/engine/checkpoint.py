@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
+import io
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from siamdetr.io import atomic_write_bytes
 
 
 def rng_state() -> dict[str, Any]:
@@ -35,18 +35,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file beside `path`, then rename: a kill never leaves a half checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Serialise in memory, then write atomically: a kill never leaves a half checkpoint, and the bytes do
+    not depend on a temp file's name (torch.save records the file name inside its zip archive)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
