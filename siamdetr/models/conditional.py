@@ -87,7 +87,8 @@ class ConditionalTransformer(Transformer):
             ConditionalDecoderLayer(d_model, nhead, dim_feedforward, dropout, first=i == 0)
             for i in range(num_decoder_layers)
         )
-        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        # Scales the spatial query from the 2nd layer on; absent with one layer (DDP rejects unused parameters).
+        self.query_scale = MLP(d_model, d_model, d_model, 2) if num_decoder_layers > 1 else None
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
         xavier_init(self)
 
@@ -97,7 +98,7 @@ class ConditionalTransformer(Transformer):
         sine = box_sine(reference, self.d_model // 2)
         tgt, outputs = query_content, []
         for i, layer in enumerate(self.decoder_layers):
-            scale = 1.0 if i == 0 else self.query_scale(tgt)
+            scale = 1.0 if self.query_scale is None or i == 0 else self.query_scale(tgt)
             tgt = layer(tgt, query_pos, sine * scale, memory)
             outputs.append(self.decoder_norm(tgt))
         hs = torch.stack(outputs)

@@ -86,11 +86,17 @@ class DETR(nn.Module):
 
     def features(self, images: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Projected feature maps, masks and positional embeddings for every level the Transformer uses."""
+        return self.project(self.backbone(images, mask), mask)
+
+    def project(
+        self, levels: list[tuple[Tensor, Tensor]], mask: Tensor
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Backbone levels → Transformer inputs (pretraining reuses the frozen levels for region features)."""
         srcs, masks = [], []
-        for i, (feat, m) in enumerate(self.backbone(images, mask)):
+        for i, (feat, m) in enumerate(levels):
             srcs.append(self.input_proj[i](feat))
             masks.append(m)
-        last = feat
+        last = levels[-1][0]
         for proj in self.input_proj[self.num_backbone_levels :]:
             src = proj(last)
             masks.append(F.interpolate(mask[None].float(), size=src.shape[-2:]).to(torch.bool)[0])

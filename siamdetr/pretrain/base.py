@@ -1,0 +1,110 @@
+"""What the three pretraining methods share: a frozen-backbone DETR, region-conditioned queries, and the
+localisation / region-feature losses of one decoding pass.
+
+A method is one module whose `forward(batch)` returns a dict of named, unweighted losses; `weights` says
+how they add up. The DETR inside keeps fine-tuning's parameter names, so its state dict is what
+`siamdetr finetune --init` loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from siamdetr.models.criterion import SetCriterion, num_boxes_across_processes
+from siamdetr.models.detr import DETR
+from siamdetr.models.heads import MLP
+from siamdetr.models.matcher import HungarianMatcher
+from siamdetr.models.memory import Memory
+from siamdetr.pretrain.losses import layer_suffix, region_losses_per_layer, set_losses_per_layer
+
+LOC_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # matcher costs too (DESIGN.md)
+
+
+@dataclass
+class View:
+    """One padded batch of views with their boxes (xyxy, view pixels) and each view's unpadded size."""
+
+    images: Tensor  # [B, 3, H, W] colour-augmented, normalised
+    mask: Tensor  # [B, H, W] True = padding
+    plain: Tensor  # [B, 3, H, W] geometric augmentation only (crops for L_r come from here)
+    boxes: list[Tensor]  # [n, 4] per image: the targets
+    query_boxes: list[Tensor]  # [n, 4] per image: jittered boxes the query features are pooled from
+    sizes: list[tuple[int, int]]  # (h, w) per image
+
+
+def normalised_cxcywh(boxes: list[Tensor], sizes: list[tuple[int, int]]) -> list[Tensor]:
+    out = []
+    for b, (h, w) in zip(boxes, sizes, strict=True):
+        scale = torch.tensor([w, h, w, h], dtype=b.dtype, device=b.device)
+        out.append(box_convert(b, "xyxy", "cxcywh") / scale)
+    return out
+
+
+class RegionPretrainer(nn.Module):
+    """A DETR with a frozen backbone, an objectness head (object / no object, softmax with eos 0.1, for every
+    variant as in the official code), a box head shared with fine-tuning and f_sem (d → d → C)."""
+
+    def __init__(self, detr: DETR, lambda_loc: float, lambda_r: float) -> None:
+        super().__init__()
+        self.detr = detr
+        for p in detr.backbone.parameters():
+            p.requires_grad_(False)
+        d = detr.transformer.d_model
+        channels = detr.backbone.num_channels[-1]
+        self.region_proj = nn.Linear(channels, d)  # region feature → query position (Eq. 7's z + φ_q)
+        self.objectness = nn.Linear(d, 2)
+        self.sem_head = MLP(d, d, channels, 2)
+        self.criterion = SetCriterion(
+            1, HungarianMatcher(1.0, 5.0, 2.0, focal=False), LOC_WEIGHTS, eos_coef=0.1, focal=False
+        )
+        layers = len(detr.transformer.decoder_layers)
+        self.weights = {}
+        for i in range(layers):
+            s = layer_suffix(i, layers)
+            self.weights |= {f"{k}{s}": lambda_loc * w for k, w in LOC_WEIGHTS.items()}
+            self.weights[f"loss_region{s}"] = lambda_r
+
+    def train(self, mode: bool = True) -> RegionPretrainer:
+        super().train(mode)
+        self.detr.backbone.eval()  # frozen: FrozenBatchNorm anyway, but keep dropout-free semantics explicit
+        return self
+
+    @torch.no_grad()
+    def backbone_levels(self, view: View) -> list[tuple[Tensor, Tensor]]:
+        return self.detr.backbone(view.images, view.mask)
+
+    def encode(self, levels: list[tuple[Tensor, Tensor]], mask: Tensor) -> Memory:
+        return self.detr.transformer.encode(*self.detr.project(levels, mask))
+
+    def region_queries(self, features: Tensor, num_queries: int) -> Tensor:
+        """[B, n, C] region features → [B, Q, d]: projected, each region repeated over Q/n queries."""
+        region = self.region_proj(features)
+        return region.repeat(1, math.ceil(num_queries / region.shape[1]), 1)[:, :num_queries]
+
+    def detect(
+        self, memory: Memory, extra_pos: Tensor | None, target_boxes: list[Tensor], target_features: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Decode the learned queries (+ region conditioning) against `memory`; L_loc and, given target
+        features, L_r, for every decoder layer."""
+        content, pos = self.detr.queries(memory.tokens.shape[0])
+        if extra_pos is not None:
+            pos = pos + extra_pos
+        hs, refs = self.detr.transformer.decode(memory, content, pos)
+        logits, boxes = self.objectness(hs), self.detr.predict_boxes(hs, refs)
+        targets = [
+            {"labels": torch.zeros(len(b), dtype=torch.int64, device=b.device), "boxes": b} for b in target_boxes
+        ]
+        losses, indices = set_losses_per_layer(self.criterion, logits, boxes, targets)
+        if target_features is not None:
+            num_boxes = num_boxes_across_processes(targets, hs.device)
+            losses |= region_losses_per_layer(self.sem_head(hs), target_features, indices, num_boxes)
+        return losses
+
+    def pretrained_state(self) -> dict[str, Tensor]:
+        """The DETR's parameters under fine-tuning's names: what a pretraining checkpoint hands on."""
+        return self.detr.state_dict()

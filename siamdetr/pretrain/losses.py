@@ -1,0 +1,118 @@
+"""Loss terms of the pretext tasks, each one function (weights are applied by the caller).
+
+L_loc reuses the fine-tuning SetCriterion layer by layer so the matching of each decoder layer is also
+available to L_r; L_r and L_g follow the paper's Eq. 11-12 and the official code (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from siamdetr.models.criterion import (
+    Indices,
+    SetCriterion,
+    matched_queries,
+    matched_targets,
+    num_boxes_across_processes,
+)
+
+
+def layer_suffix(i: int, num_layers: int) -> str:
+    """SetCriterion's naming: the final layer has no suffix, auxiliary layer i has `_i`."""
+    return "" if i == num_layers - 1 else f"_{i}"
+
+
+def set_losses_per_layer(
+    criterion: SetCriterion, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]
+) -> tuple[dict[str, Tensor], list[Indices]]:
+    """loss_ce / loss_bbox / loss_giou of every decoder layer ([L, B, Q, ...] inputs) and each layer's matching."""
+    num_boxes = num_boxes_across_processes(targets, logits.device)
+    losses: dict[str, Tensor] = {}
+    all_indices = []
+    for i in range(logits.shape[0]):
+        layer = {"pred_logits": logits[i], "pred_boxes": boxes[i]}
+        indices = criterion.matcher(layer, targets)
+        suffix = layer_suffix(i, logits.shape[0])
+        losses |= {f"{k}{suffix}": v for k, v in criterion.layer_losses(layer, targets, indices, num_boxes).items()}
+        all_indices.append(indices)
+    return losses, all_indices
+
+
+def region_loss(predicted: Tensor, target_features: Tensor, indices: Indices, num_boxes: float) -> Tensor:
+    """Normalised L2 distance ‖norm(f_sem(q̂)) − norm(p)‖² over matched queries, / num_boxes (Eq. 12).
+
+    predicted: [B, Q, C] of one decoder layer; target_features: [B, n, C] (no gradient: frozen backbone).
+    """
+    pred = F.normalize(predicted[matched_queries(indices)], dim=-1)
+    targets = [{"feat": t} for t in target_features]
+    goal = F.normalize(matched_targets(targets, indices, "feat"), dim=-1).detach()
+    return ((pred - goal) ** 2).sum() / num_boxes
+
+
+def region_losses_per_layer(
+    predicted: Tensor, target_features: Tensor, all_indices: list[Indices], num_boxes: float
+) -> dict[str, Tensor]:
+    return {
+        f"loss_region{layer_suffix(i, len(all_indices))}": region_loss(predicted[i], target_features, ind, num_boxes)
+        for i, ind in enumerate(all_indices)
+    }
+
+
+def embedding_l1_loss(predicted: Tensor, target_features: Tensor, indices: Indices, num_boxes: float) -> Tensor:
+    """DETReg's embedding loss: L1 between predicted and frozen-backbone embeddings of matched regions."""
+    targets = [{"feat": t} for t in target_features]
+    goal = matched_targets(targets, indices, "feat").detach()
+    return F.l1_loss(predicted[matched_queries(indices)], goal, reduction="sum") / num_boxes / goal.shape[-1]
+
+
+class SimSiamHead(nn.Module):
+    """L_g's projector (3x Linear-BN, ReLU between) and predictor (Linear-BN-ReLU-Linear), as SimSiam."""
+
+    def __init__(self, dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or max(dim // 4, 8)
+        self.projector = nn.Sequential(
+            nn.Linear(dim, dim, bias=False),
+            nn.BatchNorm1d(dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False),
+            nn.BatchNorm1d(dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False),
+            nn.BatchNorm1d(dim, affine=False),
+        )
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """(p, z) = (predictor(projector(x)), projector(x))."""
+        z = self.projector(pooled)
+        return self.predictor(z), z
+
+
+def global_loss(p1: Tensor, z1: Tensor, p2: Tensor, z2: Tensor) -> Tensor:
+    """Symmetric negative cosine, stop-gradient on the targets: 0.5·(2−2cos(p1, sg z2)) + 0.5·(2−2cos(p2, sg z1))."""
+
+    def half(p: Tensor, z: Tensor) -> Tensor:
+        return 2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1).mean()
+
+    return 0.5 * half(p1, z2) + 0.5 * half(p2, z1)
+
+
+def mean_of(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Key-wise mean of the two branches of a symmetric loss (0.5 / 0.5)."""
+    return {k: sum(d[k] for d in dicts) / len(dicts) for k in dicts[0]}
+
+
+def total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """Weighted sum over the terms that have a weight (the rest are logged only)."""
+    return sum((losses[k] * w for k, w in weights.items() if k in losses), torch.zeros((), device=_device(losses)))
+
+
+def _device(losses: dict[str, Tensor]) -> torch.device:
+    return next(iter(losses.values())).device

@@ -1,0 +1,50 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from siamdetr.pretrain.losses import SimSiamHead, embedding_l1_loss, global_loss, region_loss
+
+
+def test_region_loss_on_a_hand_built_case():
+    predicted = torch.zeros(1, 3, 2)
+    predicted[0, 2] = torch.tensor([3.0, 0.0])  # query 2 → matched to target 0, same direction: 0 loss
+    predicted[0, 0] = torch.tensor([0.0, 5.0])  # query 0 → matched to target 1, orthogonal: |e2 - e1|² = 2
+    targets = torch.tensor([[[1.0, 0.0], [7.0, 0.0]]])
+    indices = [(torch.tensor([0, 2]), torch.tensor([1, 0]))]
+    assert region_loss(predicted, targets, indices, num_boxes=2.0).item() == pytest.approx(1.0)
+
+
+def test_region_loss_gives_no_gradient_to_the_target():
+    predicted = torch.randn(2, 4, 8, requires_grad=True)
+    targets = torch.randn(2, 3, 8, requires_grad=True)
+    indices = [(torch.tensor([0, 1, 3]), torch.tensor([2, 0, 1]))] * 2
+    region_loss(predicted, targets, indices, 6.0).backward()
+    assert predicted.grad is not None and targets.grad is None
+
+
+def test_global_loss_is_zero_for_aligned_and_four_for_opposite_and_stops_gradient():
+    p = torch.tensor([[1.0, 0.0]])
+    assert global_loss(p, p, p, p).item() == pytest.approx(0.0)
+    assert global_loss(p, -p, p, -p).item() == pytest.approx(4.0)
+    p1, z1, p2, z2 = (torch.randn(4, 6, requires_grad=True) for _ in range(4))
+    global_loss(p1, z1, p2, z2).backward()
+    assert p1.grad is not None and p2.grad is not None
+    assert z1.grad is None and z2.grad is None  # the stop-gradient branch gets nothing
+
+
+def test_global_loss_through_the_simsiam_head_only_trains_through_the_predictor_side():
+    head = SimSiamHead(16)
+    x1, x2 = torch.randn(4, 16, requires_grad=True), torch.randn(4, 16, requires_grad=True)
+    p1, z1 = head(x1)
+    p2, z2 = head(x2)
+    expected = 0.5 * (2 - 2 * F.cosine_similarity(p1, z2.detach()).mean()) + 0.5 * (
+        2 - 2 * F.cosine_similarity(p2, z1.detach()).mean()
+    )
+    assert global_loss(p1, z1, p2, z2).item() == pytest.approx(expected.item())
+
+
+def test_embedding_l1_loss_by_hand():
+    predicted = torch.zeros(1, 2, 4)
+    targets = torch.ones(1, 1, 4)
+    indices = [(torch.tensor([1]), torch.tensor([0]))]
+    assert embedding_l1_loss(predicted, targets, indices, num_boxes=1.0).item() == pytest.approx(1.0)
