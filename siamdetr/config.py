@@ -143,6 +143,20 @@ class PretrainConfig:
     epochs: int = opt(2, at_least(1))
     lr_drop: int = opt(2, at_least(1), doc="epoch at which the lr is divided by 10")
     clip_max_norm: float = opt(0.1, non_negative)
+    dataset: Literal["imagenet", "coco"] = opt("imagenet", doc="unlabeled pretraining images")
+    proposals: Literal["edgeboxes", "selective_search", "random"] = opt("edgeboxes")
+    region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
+    semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
+    sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
+    jitter: float = opt(0.1, unit_interval, doc="box jitter of the query regions, fraction of w/h")
+    crop_size: int = opt(128, at_least(8), doc="side of the crops whose features are L_r's targets")
+    short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
+    short_max: int = opt(480, at_least(8))
+    max_size: int = opt(600, at_least(8))
+    amp: bool = opt(True, doc="bf16 autocast on GPU (ignored on CPU)")
+    num_workers: int = opt(2, non_negative)
+    log_every: int = opt(10, at_least(1), doc="MLflow per-step loss logging interval")
+    out_dir: str = opt("runs/pretrain")
 
 
 @dataclass

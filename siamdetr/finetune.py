@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -25,7 +23,14 @@ from siamdetr.data.coco import CocoDetection
 from siamdetr.data.images import collate_skipping_bad
 from siamdetr.data.prepare import MANIFEST
 from siamdetr.data.transforms import eval_transforms, train_transforms
-from siamdetr.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from siamdetr.engine.checkpoint import (
+    epoch_seed,
+    load_checkpoint,
+    resume,
+    save_checkpoint,
+    seed_everything,
+    training_state,
+)
 from siamdetr.engine.distributed import DistInfo, gather_lists, init_distributed, mean_across_processes
 from siamdetr.engine.loop import StepHook, predict, train_one_epoch
 from siamdetr.io import atomic_write_json
@@ -55,16 +60,6 @@ def dataset_paths(cfg: Config) -> dict[str, dict[str, str]]:
     entry = manifest[name]
     test_split = "test" if name == "voc" else "val"
     return {"train": entry["train"], "test": entry[test_split]}
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(cfg: Config, epoch: int, rank: int) -> int:
-    return (cfg.seed * 100_003 + epoch) * 1009 + rank
 
 
 def build_criterion(cfg: Config, num_classes: int) -> tuple[nn.Module, dict[str, float]]:
@@ -133,7 +128,7 @@ def make_loader(
         sampler.set_epoch(epoch)
     else:  # every image exactly once over all processes (DistributedSampler would pad with repeats)
         sampler = range(dist_info.rank, len(ds), dist_info.world_size)
-    generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, dist_info.rank))  # worker seeds
+    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, dist_info.rank))  # worker seeds
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -178,19 +173,8 @@ def finetune(
     criterion, weights = build_criterion(cfg, len(train_ds.category_ids))
     optimizer, scheduler = build_optimizer(model, cfg)
 
-    start_epoch, history = 0, []
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("params_hash") == cfg.params_hash():
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            set_rng_state(ckpt["rng"])
-            start_epoch, history = ckpt["epoch"] + 1, json.loads(ckpt["history"])
-            log.info("resuming %s from epoch %d", ckpt_path, start_epoch)
-        else:
-            log.warning("%s was written with other params; starting afresh", ckpt_path)
+    start_epoch, history = resume(ckpt_path, cfg.params_hash(), model, optimizer, scheduler)
     if start_epoch >= f.epochs:
         log.info("%s: all %d epochs are done; nothing to train", ckpt_path, f.epochs)
         return history[-1]["metrics"]
@@ -211,7 +195,7 @@ def finetune(
         for record in history:  # a resumed run re-logs the finished epochs, so its MLflow run is complete
             tracker.log_metrics({**record["train"], **record.get("metrics", {})}, step=record["epoch"])
         for epoch in range(start_epoch, f.epochs):
-            seed_everything(epoch_seed(cfg, epoch, dist_info.rank))
+            seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
             loader = make_loader(train_ds, per_process, True, cfg, dist_info, epoch)
             losses = train_one_epoch(
                 train_model,
@@ -249,19 +233,8 @@ def finetune(
             history.append(record)
             tracker.log_metrics({**losses, **record.get("metrics", {})}, step=epoch)
             if dist_info.is_main:
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": rng_state(),
-                        "epoch": epoch,
-                        "params_hash": cfg.params_hash(),
-                        "history": json.dumps(history),
-                        "config": json.dumps(cfg.to_dict()),
-                    },
-                )
+                state = training_state(model, optimizer, scheduler, epoch, cfg.params_hash(), history, cfg.to_dict())
+                save_checkpoint(ckpt_path, state)
             if on_epoch is not None:
                 on_epoch(epoch, record)
         if dist_info.is_main:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ import numpy as np
 import torch
 
 from siamdetr.io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,3 +52,58 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint does not exist")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def training_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    params_hash: str,
+    history: list[dict[str, Any]],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything an exact resume needs, after `epoch` has finished."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "epoch": epoch,
+        "params_hash": params_hash,
+        "history": json.dumps(history),
+        "config": json.dumps(config),
+    }
+
+
+def resume(
+    path: str | Path, params_hash: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[int, list[dict[str, Any]]]:
+    """Restore a run from its checkpoint if it was written with the same params → (next epoch, history).
+
+    A checkpoint of other params is ignored (the run starts afresh and will overwrite it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0, []
+    ckpt = load_checkpoint(path)
+    if ckpt.get("params_hash") != params_hash:
+        log.warning("%s was written with other params; starting afresh", path)
+        return 0, []
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    log.info("resuming %s after epoch %d", path, ckpt["epoch"])
+    return ckpt["epoch"] + 1, json.loads(ckpt["history"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Each epoch's randomness depends only on (seed, epoch, rank): what makes a resume exact."""
+    return (seed * 100_003 + epoch) * 1009 + rank

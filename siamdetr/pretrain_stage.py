@@ -1,0 +1,227 @@
+"""The `pretrain` stage: self-supervised pretraining of a DETR variant's Transformer with Siamese DETR,
+UP-DETR or DETReg, on unlabeled images and their offline proposals, backbone frozen.
+
+It writes `<out_dir>/pretrained.pth` ({"model": DETR state dict, "meta": method/dataset/proposals/variant}),
+which `siamdetr finetune --init` loads, and resumes exactly from `<out_dir>/checkpoint.pth` like fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from siamdetr.config import Config, ConfigError
+from siamdetr.data.prepare import MANIFEST
+from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
+from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
+from siamdetr.engine.loop import NonFiniteLoss, autocast
+from siamdetr.io import atomic_write_json
+from siamdetr.models.variants import build_detector
+from siamdetr.pretrain.base import RegionPretrainer
+from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
+from siamdetr.pretrain.losses import total
+from siamdetr.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pth"
+PRETRAINED = "pretrained.pth"
+PROPOSALS_DIR = Path("runs/proposals")
+
+StepHook = Callable[[int, dict[str, float]], None]
+
+
+def pretraining_images(cfg: Config) -> Path:
+    """The unlabeled images: ImageNet's train folder, or COCO train2017 (labels unused)."""
+    path = Path(cfg.data.prepared_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare`)")
+    manifest = json.loads(path.read_text())
+    name = cfg.pretrain.dataset
+    if name not in manifest:
+        raise ConfigError(f"{path}: no '{name}' dataset was prepared (pretrain.dataset = {name!r})")
+    return Path(manifest[name]["root"] if name == "imagenet" else manifest[name]["train"]["images"])
+
+
+def proposals_path(cfg: Config) -> Path:
+    return PROPOSALS_DIR / f"{cfg.pretrain.dataset}_{cfg.pretrain.proposals}"
+
+
+def build_method(cfg: Config) -> RegionPretrainer:
+    """The pretraining module for cfg.pretrain.method around a fresh DETR of cfg.model (backbone frozen)."""
+    from siamdetr.pretrain.detreg import DETReg
+    from siamdetr.pretrain.siamese import SiameseDETR
+    from siamdetr.pretrain.updetr import UPDETR
+    from siamdetr.views import batched_colour_augment
+
+    p = cfg.pretrain
+    detr = build_detector(cfg.model, num_classes=1)
+    if p.method == "siamese":
+        return SiameseDETR(
+            detr,
+            p.lambda_loc,
+            p.lambda_r,
+            p.lambda_g,
+            p.crop_size,
+            p.region_detection,
+            p.semantic,
+            crop_colour=CropColour(batched_colour_augment),
+        )
+    if p.method == "updetr":
+        return UPDETR(detr, p.lambda_loc, p.lambda_r, p.crop_size)
+    return DETReg(detr, p.lambda_loc, p.lambda_r, p.crop_size)
+
+
+class CropColour(nn.Module):
+    """Per-crop colour augmentation for L_r's targets (its randomness follows the global torch seed)."""
+
+    def __init__(self, augment: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.augment = augment
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device=crops.device).manual_seed(int(torch.randint(0, 2**62, ())))
+        return self.augment(crops, generator)
+
+
+def make_loader(ds: PretrainImages, cfg: Config, dist_info: DistInfo, epoch: int) -> DataLoader:
+    ds.set_epoch(epoch)
+    sampler = DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        ds,
+        batch_size=cfg.pretrain.batch_size // dist_info.world_size,
+        sampler=sampler,
+        collate_fn=collate_views,
+        num_workers=cfg.pretrain.num_workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, dist_info.rank)),
+    )
+
+
+def pretrain_one_epoch(
+    model: nn.Module,
+    weights: dict[str, float],
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    dist_info: DistInfo,
+    tracker: RunLogger,
+    first_step: int,
+    on_step: StepHook | None,
+) -> dict[str, float]:
+    """One epoch; logs every term of the final decoder layer to MLflow every `log_every` steps."""
+    model.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    for batch in tqdm(loader, desc="pretrain", unit="batch", leave=False, disable=None if dist_info.is_main else True):
+        if len(batch["views"]) == 0:
+            continue
+        views = [view_to(v, dist_info.device) for v in batch["views"]]
+        with autocast(dist_info.device, cfg.pretrain.amp):
+            losses = model(*views)
+        losses = {k: v.float() for k, v in losses.items()}
+        loss = total(losses, weights)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLoss(f"pretraining loss is {loss.item()} at step {first_step + steps}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.pretrain.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.pretrain.clip_max_norm)
+        optimizer.step()
+        values = {"loss": loss.item(), **{k: v.item() for k, v in losses.items() if not k[-1].isdigit()}}
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if (first_step + steps) % cfg.pretrain.log_every == 0:
+            tracker.log_metrics({f"step/{k}": v for k, v in values.items()}, step=first_step + steps)
+        if on_step is not None:
+            on_step(steps, values)
+        steps += 1
+    return {**{k: v / max(steps, 1) for k, v in sums.items()}, "steps": float(steps)}
+
+
+def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
+    """Pretrain, checkpoint every epoch (a rerun resumes), write pretrained.pth; returns the last epoch's losses."""
+    from siamdetr.proposals.store import ProposalStore
+
+    p = cfg.pretrain
+    dist_info = init_distributed()
+    if p.batch_size % dist_info.world_size:
+        raise ConfigError(
+            f"{cfg.source_of('pretrain.batch_size')}: pretrain.batch_size = {p.batch_size} is not "
+            f"divisible by the {dist_info.world_size} processes"
+        )
+    out = Path(p.out_dir)
+    seed_everything(cfg.seed)
+    store_path = proposals_path(cfg)
+    ds = PretrainImages(pretraining_images(cfg), ProposalStore.open(store_path), cfg, two_views=p.method == "siamese")
+    method = build_method(cfg).to(dist_info.device)
+    params = [q for q in method.parameters() if q.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, p.lr_drop)
+    start_epoch, history = resume(out / CHECKPOINT, cfg.params_hash(), method, optimizer, scheduler)
+    meta = {
+        "method": p.method,
+        "dataset": p.dataset,
+        "proposals": p.proposals,
+        "variant": cfg.model.variant,
+        "region_detection": p.region_detection,
+        "semantic": p.semantic,
+    }
+    if start_epoch >= p.epochs:
+        log.info("%s: all %d epochs are done; nothing to train", out / CHECKPOINT, p.epochs)
+        return history[-1]["train"]
+    train_model: nn.Module = (
+        DistributedDataParallel(method, find_unused_parameters=True) if dist_info.world_size > 1 else method
+    )
+    tracker = RunLogger(
+        cfg,
+        "pretrain",
+        f"pretrain-{p.method}-{cfg.model.variant}-{p.dataset}-s{cfg.seed}",
+        {**meta, "pretrain_dataset": p.dataset},
+        enabled=dist_info.is_main,
+    )
+    steps_per_epoch = len(ds) // p.batch_size
+    try:
+        for record in history:
+            tracker.log_metrics(record["train"], step=record["epoch"])
+        for epoch in range(start_epoch, p.epochs):
+            seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
+            losses = pretrain_one_epoch(
+                train_model,
+                method.weights,
+                make_loader(ds, cfg, dist_info, epoch),
+                optimizer,
+                cfg,
+                dist_info,
+                tracker,
+                epoch * steps_per_epoch,
+                on_step,
+            )
+            losses = mean_across_processes(losses, dist_info.device)
+            scheduler.step()
+            history.append({"epoch": epoch, "train": losses})
+            tracker.log_metrics({f"epoch/{k}": v for k, v in losses.items()}, step=epoch)
+            if dist_info.is_main:
+                save_checkpoint(
+                    out / CHECKPOINT,
+                    training_state(method, optimizer, scheduler, epoch, cfg.params_hash(), history, cfg.to_dict()),
+                )
+        if dist_info.is_main:
+            save_checkpoint(out / PRETRAINED, {"model": method.pretrained_state(), "meta": meta})
+            atomic_write_json(out / "history.json", history, indent=2)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    return history[-1]["train"]
