@@ -55,6 +55,10 @@ def open_unit_interval(v: Any) -> str | None:
     return None if 0 < v < 1 else "must be in the open interval (0, 1)"
 
 
+def half_open_half(v: Any) -> str | None:
+    return None if 0 <= v < 0.5 else "must be in [0, 0.5) (a larger jitter can turn a box inside out)"
+
+
 def unit_interval(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
 
@@ -148,7 +152,7 @@ class PretrainConfig:
     region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
-    jitter: float = opt(0.1, unit_interval, doc="box jitter of the query regions, fraction of w/h")
+    jitter: float = opt(0.1, half_open_half, doc="box jitter of the query regions, fraction of w/h")
     crop_size: int = opt(128, at_least(8), doc="side of the crops whose features are L_r's targets")
     short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
     short_max: int = opt(480, at_least(8))

@@ -38,23 +38,16 @@ def view_config(cfg: Config) -> Any:
     )
 
 
+TOP_K_SAMPLE = 32  # the same proposal pool as the two-view path (views.ViewConfig.top_k_sample)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**62
 
 
-def choose_boxes(proposals: Tensor, n: int, sample: bool, generator: torch.Generator) -> Tensor:
-    """n proposals: sampled from the top 4n, or the first n; too few → cycled (an empty image: its frame)."""
-    if len(proposals) == 0:
-        return proposals.new_zeros((0, 4))
-    pool = proposals[: 4 * n] if sample else proposals[:n]
-    order = torch.randperm(len(pool), generator=generator)[:n] if sample else torch.arange(min(n, len(pool)))
-    chosen = pool[order]
-    return chosen[torch.arange(n) % len(chosen)]
-
-
 def single_view(image: Tensor, proposals: Tensor, cfg: Config, generator: torch.Generator) -> dict[str, Any]:
     """The whole image resized and maybe flipped, colour-augmented, with n of its proposals as targets."""
-    from siamdetr.views import batched_colour_augment
+    from siamdetr.views import batched_colour_augment, choose_proposals, duplicate_boxes, proposals_inside
 
     p = cfg.pretrain
     h, w = image.shape[-2:]
@@ -66,9 +59,11 @@ def single_view(image: Tensor, proposals: Tensor, cfg: Config, generator: torch.
     if torch.rand((), generator=generator) < 0.5:
         plain = plain.flip(-1)
         boxes = torch.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]], dim=1)
-    boxes = choose_boxes(boxes, p.n_proposals, p.sample_proposals, generator)
-    if len(boxes) == 0:
-        boxes = torch.tensor([[0.0, 0.0, nw, nh]]).repeat(p.n_proposals, 1)
+    frame = torch.tensor([0.0, 0.0, nw, nh])
+    kept = proposals_inside(boxes, frame, min_frac=0.0)
+    chosen = choose_proposals(kept, p.n_proposals, p.sample_proposals, TOP_K_SAMPLE, generator)
+    sources = chosen if len(chosen) else frame[None]  # no proposal at all: the frame itself
+    boxes = torch.cat([chosen, duplicate_boxes(sources, p.n_proposals - len(chosen), frame, generator)])
     coloured = batched_colour_augment(plain[None], generator)[0]
     return {
         "view": normalise(coloured),

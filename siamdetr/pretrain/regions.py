@@ -7,8 +7,10 @@ backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import roi_align
 
 from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -44,7 +46,7 @@ def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
 
 @torch.no_grad()
 def crop_features(
-    backbone: Backbone, images: Tensor, boxes: list[Tensor], size: int, colour: nn.Module | None = None
+    backbone: Backbone, images: Tensor, boxes: list[Tensor], size: int, colour: Callable[[Tensor], Tensor] | None = None
 ) -> Tensor:
     """p: pooled backbone features of each box's crop → [sum n_i, C]. `colour` augments crops in [0, 1]."""
     crops = crop_images(images, boxes, size)
