@@ -16,6 +16,8 @@ from pathlib import Path
 # free and limits the loss under contention. Must be set before torch (libgomp) loads.
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
+from siamdetr.config import ConfigError  # noqa: E402  (light: yaml only)
+
 log = logging.getLogger("siamdetr")
 
 EPILOG = """\
@@ -103,6 +105,49 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_proposals(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args, ("data", "proposals"))
+    if args.images is None:  # the DVC stage: the pretraining dataset and method of the config
+        from siamdetr.proposals.stage import compute_proposals, store_path
+
+        summary = compute_proposals(cfg, args.method)
+        out = store_path(cfg, method=args.method)
+    else:
+        from siamdetr.proposals.runner import run_proposals
+
+        if args.method is None or args.out is None:
+            raise ConfigError("--images needs --method and --out")
+        c = cfg.proposals
+        summary = run_proposals(
+            args.method,
+            args.images,
+            args.out,
+            workers=c.workers if args.workers is None else args.workers,
+            top_k=c.top_k,
+            seed=cfg.seed,
+            shard_size=c.shard_size,
+            sed_model=c.sed_model,
+            ss_max_side=c.ss_max_side,
+            on_bad_image=cfg.data.on_bad_image,
+            edge_map=c.edge_map,
+            min_box_area=c.min_box_area,
+        )
+        out = args.out
+    recall = f", recall@0.5 top100 {summary['recall@0.5_top100']:.3f}" if "recall@0.5_top100" in summary else ""
+    print(
+        f"wrote {out}: {summary['n_images']} images ({summary['n_skipped']} skipped, {summary['n_fallback']} "
+        f"fallback boxes), {summary['boxes_per_image']:.1f} boxes/image, {summary['images_per_s']:.1f} img/s" + recall
+    )
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from siamdetr.pretrain_stage import PRETRAINED, pretrain
+
+    cfg = config_from_args(args, ("data", "model", "pretrain"))
+    losses = pretrain(cfg)
+    print(f"wrote {Path(cfg.pretrain.out_dir) / PRETRAINED}: last epoch loss {losses['loss']:.3f}")
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     from siamdetr.finetune import METRICS, finetune
 
@@ -185,6 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_voc2coco)
 
     p = stages.add_parser(
+        "proposals",
+        help="offline object proposals (EdgeBoxes, Selective Search, random)",
+        description="Without --images: the DVC stage, for pretrain.dataset and pretrain.proposals "
+        "into proposals.out_dir/<dataset>_<method>, with recall where ground truth exists. With "
+        "--images DIR --method M --out STORE: any image folder. Resumable: a rerun keeps "
+        "finished shards.",
+    )
+    p.add_argument("--method", choices=("edgeboxes", "selective_search", "random"), help="default: pretrain.proposals")
+    p.add_argument("--images", type=Path, metavar="DIR", help="image folder (searched recursively)")
+    p.add_argument("--out", type=Path, metavar="STORE", help="output store directory")
+    p.add_argument("--workers", type=int, help="processes (default: proposals.workers, 0 = all cores)")
+    add_config_args(p)
+    p.set_defaults(func=cmd_proposals)
+
+    p = stages.add_parser(
+        "pretrain",
+        help="self-supervised Transformer pretraining (Siamese DETR, UP-DETR, DETReg)",
+        description="pretrain.method on pretrain.dataset with its pretrain.proposals store, backbone "
+        "frozen; writes <pretrain.out_dir>/pretrained.pth for `finetune --init`; a rerun resumes. "
+        "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli pretrain ...",
+    )
+    add_config_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = stages.add_parser(
         "finetune",
         help="fine-tune a DETR variant (from scratch or --set finetune.init=CKPT)",
         description="Train on the prepared downstream dataset (finetune.dataset), evaluate every "
@@ -233,7 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from siamdetr.config import ConfigError
     from siamdetr.errors import DatasetError
 
     args = build_parser().parse_args(argv)

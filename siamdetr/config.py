@@ -132,6 +132,20 @@ class BackboneConfig:
 
 
 @dataclass
+class ProposalsConfig:
+    """The `proposals` stage: offline boxes for the pretraining images (paper §3.2, Table 4)."""
+
+    top_k: int = opt(512, at_least(1), doc="boxes kept per image (EdgeBoxes' maxBoxes)")
+    workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
+    shard_size: int = opt(1000, at_least(1), doc="images per resumable shard")
+    edge_map: Literal["gradient", "structure_tensor"] = opt("gradient", doc="edge map when no SED model is given")
+    sed_model: str | None = opt(None, must_exist=True, doc="OpenCV SED model.yml.gz (non-commercial; never shipped)")
+    min_box_area: float = opt(1000.0, positive, doc="EdgeBoxes' minBoxArea, px² (OpenCV default 1000)")
+    ss_max_side: int = opt(500, at_least(16), doc="Selective Search runs on a copy this long at most")
+    out_dir: str = opt("runs/proposals", doc="one store per <dataset>_<method> below it")
+
+
+@dataclass
 class PretrainConfig:
     """Self-supervised pretraining of the Transformer (paper §3, §4.1)."""
 
@@ -220,6 +234,7 @@ class Config:
     data: DataConfig = section(DataConfig)
     model: ModelConfig = section(ModelConfig)
     backbone: BackboneConfig = section(BackboneConfig)
+    proposals: ProposalsConfig = section(ProposalsConfig)
     pretrain: PretrainConfig = section(PretrainConfig)
     finetune: FinetuneConfig = section(FinetuneConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -482,7 +497,7 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
 
 
-SECTIONS = ("data", "model", "backbone", "pretrain", "finetune")
+SECTIONS = ("data", "model", "backbone", "proposals", "pretrain", "finetune")
 
 
 def check_input_paths(cfg: Config, sections: tuple[str, ...] = SECTIONS) -> None:

@@ -7,7 +7,6 @@ which `siamdetr finetune --init` loads, and resumes exactly from `<out_dir>/chec
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from siamdetr.config import Config, ConfigError
-from siamdetr.data.prepare import MANIFEST
 from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
 from siamdetr.engine.loop import NonFiniteLoss, autocast
@@ -30,31 +28,15 @@ from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
 from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
 from siamdetr.pretrain.losses import total
+from siamdetr.proposals.stage import pretraining_split, store_path
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pth"
 PRETRAINED = "pretrained.pth"
-PROPOSALS_DIR = Path("runs/proposals")
 
 StepHook = Callable[[int, dict[str, float]], None]
-
-
-def pretraining_images(cfg: Config) -> Path:
-    """The unlabeled images: ImageNet's train folder, or COCO train2017 (labels unused)."""
-    path = Path(cfg.data.prepared_dir) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare`)")
-    manifest = json.loads(path.read_text())
-    name = cfg.pretrain.dataset
-    if name not in manifest:
-        raise ConfigError(f"{path}: no '{name}' dataset was prepared (pretrain.dataset = {name!r})")
-    return Path(manifest[name]["root"] if name == "imagenet" else manifest[name]["train"]["images"])
-
-
-def proposals_path(cfg: Config) -> Path:
-    return PROPOSALS_DIR / f"{cfg.pretrain.dataset}_{cfg.pretrain.proposals}"
 
 
 def build_method(cfg: Config) -> RegionPretrainer:
@@ -163,8 +145,8 @@ def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
         )
     out = Path(p.out_dir)
     seed_everything(cfg.seed)
-    store_path = proposals_path(cfg)
-    ds = PretrainImages(pretraining_images(cfg), ProposalStore.open(store_path), cfg, two_views=p.method == "siamese")
+    images, _ = pretraining_split(cfg)
+    ds = PretrainImages(images, ProposalStore.open(store_path(cfg)), cfg, two_views=p.method == "siamese")
     method = build_method(cfg).to(dist_info.device)
     params = [q for q in method.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)

@@ -1,0 +1,69 @@
+"""The `proposals` stage: the offline boxes of the pretraining images for the configured method, with
+recall against ground truth where the dataset has it (COCO), logged to MLflow and written as DVC metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from siamdetr.config import Config, ConfigError
+from siamdetr.data.prepare import MANIFEST
+from siamdetr.io import atomic_write_json
+from siamdetr.proposals.recall import proposal_recall
+from siamdetr.proposals.runner import run_proposals
+from siamdetr.proposals.store import ProposalStore
+from siamdetr.tracking import RunLogger
+
+
+def store_path(cfg: Config, dataset: str | None = None, method: str | None = None) -> Path:
+    """Where the store of (dataset, method) lives: <proposals.out_dir>/<dataset>_<method>."""
+    return Path(cfg.proposals.out_dir) / f"{dataset or cfg.pretrain.dataset}_{method or cfg.pretrain.proposals}"
+
+
+def pretraining_split(cfg: Config) -> tuple[Path, Path | None]:
+    """(image directory, its ground-truth json or None) of cfg.pretrain.dataset, from the data manifest."""
+    path = Path(cfg.data.prepared_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare`)")
+    manifest = json.loads(path.read_text())
+    name = cfg.pretrain.dataset
+    if name not in manifest:
+        raise ConfigError(f"{path}: no '{name}' dataset was prepared (pretrain.dataset = {name!r})")
+    if name == "imagenet":
+        return Path(manifest[name]["root"]), None
+    return Path(manifest[name]["train"]["images"]), Path(manifest[name]["train"]["annotations"])
+
+
+def compute_proposals(cfg: Config, method: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the store of the configured dataset and method; returns speed, counts and recall."""
+    c = cfg.proposals
+    method = method or cfg.pretrain.proposals
+    images, gt = pretraining_split(cfg)
+    out = store_path(cfg, method=method)
+    summary = run_proposals(
+        method,
+        images,
+        out,
+        workers=c.workers,
+        top_k=c.top_k,
+        seed=cfg.seed,
+        shard_size=c.shard_size,
+        sed_model=c.sed_model,
+        ss_max_side=c.ss_max_side,
+        on_bad_image=cfg.data.on_bad_image,
+        edge_map=c.edge_map,
+        min_box_area=c.min_box_area,
+    )
+    if gt is not None:
+        summary |= proposal_recall(ProposalStore.open(out), gt)
+    atomic_write_json(out.with_name(out.name + ".metrics.json"), summary, indent=2)
+    tracker = RunLogger(
+        cfg,
+        "proposals",
+        f"proposals-{method}-{cfg.pretrain.dataset}",
+        {"proposals": method, "pretrain_dataset": cfg.pretrain.dataset},
+    )
+    tracker.log_metrics({k.replace("@", "_at_"): v for k, v in summary.items()})
+    tracker.close()
+    return summary
