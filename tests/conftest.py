@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# Before torch loads libgomp: OpenMP threads that spin-wait slow a 2-core machine >20x when another process
+# takes a core (DESIGN.md); a short spin keeps full speed on an idle machine.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
-from siamdetr.config import SynthConfig, load_config
-from siamdetr.data.synthetic import write_synthetic
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from siamdetr.config import SynthConfig, load_config  # noqa: E402
+from siamdetr.data.synthetic import write_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +47,4 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory, synth_cfg: SynthConfig)
 @pytest.fixture(autouse=True, scope="session")
 def _mlflow_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests track into their own SQLite store, never the project's mlflow.db."""
-    import os
-
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
