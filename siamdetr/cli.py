@@ -6,6 +6,7 @@ DVC calls these commands (dvc.yaml); users call them directly too.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -103,6 +104,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
         f"wrote {Path(cfg.data.prepared_dir) / MANIFEST}: datasets "
         + ", ".join(k for k in ("imagenet", "coco", "voc") if k in manifest)
     )
+
+
+def cmd_backbone(args: argparse.Namespace) -> None:
+    from siamdetr.backbone_stage import train_backbone
+
+    cfg = config_from_args(args, ("data", "model", "backbone"))
+    metrics = train_backbone(cfg)
+    print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'params_hash'})}")
 
 
 def cmd_proposals(args: argparse.Namespace) -> None:
