@@ -239,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_voc2coco)
 
     p = stages.add_parser(
+        "backbone",
+        help="SwAV self-supervision of the small ResNet (CPU profiles)",
+        description="Trains model.backbone=small with SwAV on the unlabeled pretraining images and "
+        "writes <backbone.out_dir>/backbone.pth plus a k-NN probe (trained vs random init) in "
+        "metrics.json. With model.backbone=resnet50 nothing is trained: the paper's SwAV R50 is "
+        "your model.backbone_checkpoint.",
+    )
+    add_config_args(p)
+    p.set_defaults(func=cmd_backbone)
+
+    p = stages.add_parser(
         "proposals",
         help="offline object proposals (EdgeBoxes, Selective Search, random)",
         description="Without --images: the DVC stage, for pretrain.dataset and pretrain.proposals "
