@@ -115,32 +115,16 @@ def cmd_backbone(args: argparse.Namespace) -> None:
 
 
 def cmd_proposals(args: argparse.Namespace) -> None:
+    from siamdetr.proposals.stage import compute_proposals, proposals_for_folder, store_path
+
     cfg = config_from_args(args, ("data", "proposals"))
     if args.images is None:  # the DVC stage: the pretraining dataset and method of the config
-        from siamdetr.proposals.stage import compute_proposals, store_path
-
-        summary = compute_proposals(cfg, args.method)
+        summary = compute_proposals(cfg, args.method, args.workers)
         out = store_path(cfg, method=args.method)
     else:
-        from siamdetr.proposals.runner import run_proposals
-
         if args.method is None or args.out is None:
             raise ConfigError("--images needs --method and --out")
-        c = cfg.proposals
-        summary = run_proposals(
-            args.method,
-            args.images,
-            args.out,
-            workers=c.workers if args.workers is None else args.workers,
-            top_k=c.top_k,
-            seed=cfg.seed,
-            shard_size=c.shard_size,
-            sed_model=c.sed_model,
-            ss_max_side=c.ss_max_side,
-            on_bad_image=cfg.data.on_bad_image,
-            edge_map=c.edge_map,
-            min_box_area=c.min_box_area,
-        )
+        summary = proposals_for_folder(cfg, args.method, args.images, args.out, args.workers)
         out = args.out
     recall = f", recall@0.5 top100 {summary['recall@0.5_top100']:.3f}" if "recall@0.5_top100" in summary else ""
     print(

@@ -109,3 +109,33 @@ def test_evaluate_command_names_a_bad_detections_file(synth_root, tmp_path, caps
     gt = synth_root / "coco_like/annotations/instances_val2017.json"
     assert main(["evaluate", "--gt", str(gt), "--detections", str(bad), "--out", str(tmp_path / "m.json")]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_proposals_command_on_any_folder(synth_root, tmp_path, capsys):
+    from siamdetr.proposals.store import ProposalStore
+
+    out = tmp_path / "store"
+    assert (
+        main(
+            [
+                "proposals",
+                "--method",
+                "random",
+                "--images",
+                str(synth_root / "coco_like/val2017"),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--params",
+                str(tmp_path / "none.yaml"),
+                "--profile",
+                "smoke",
+            ]
+        )
+        == 0
+    )
+    store = ProposalStore.open(out)
+    assert len(store) == 8 and store[next(iter(store))][0].shape[1] == 4
+    assert "8 images (0 skipped" in capsys.readouterr().out
+    assert main(["proposals", "--images", str(synth_root), "--params", str(tmp_path / "none.yaml")]) == 2

@@ -35,17 +35,16 @@ def pretraining_split(cfg: Config) -> tuple[Path, Path | None]:
     return Path(manifest[name]["train"]["images"]), Path(manifest[name]["train"]["annotations"])
 
 
-def compute_proposals(cfg: Config, method: str | None = None) -> dict[str, Any]:
-    """Run (or resume) the store of the configured dataset and method; returns speed, counts and recall."""
+def proposals_for_folder(
+    cfg: Config, method: str, images: Path, out: Path, workers: int | None = None
+) -> dict[str, Any]:
+    """Run (or resume) one store with the `proposals` section's settings; `workers` overrides its count."""
     c = cfg.proposals
-    method = method or cfg.pretrain.proposals
-    images, gt = pretraining_split(cfg)
-    out = store_path(cfg, method=method)
-    summary = run_proposals(
+    return run_proposals(
         method,
         images,
         out,
-        workers=c.workers,
+        workers=c.workers if workers is None else workers,
         top_k=c.top_k,
         seed=cfg.seed,
         shard_size=c.shard_size,
@@ -55,6 +54,14 @@ def compute_proposals(cfg: Config, method: str | None = None) -> dict[str, Any]:
         edge_map=c.edge_map,
         min_box_area=c.min_box_area,
     )
+
+
+def compute_proposals(cfg: Config, method: str | None = None, workers: int | None = None) -> dict[str, Any]:
+    """The store of the configured pretraining dataset and method; returns speed, counts and recall."""
+    method = method or cfg.pretrain.proposals
+    images, gt = pretraining_split(cfg)
+    out = store_path(cfg, method=method)
+    summary = proposals_for_folder(cfg, method, images, out, workers)
     if gt is not None:
         summary |= proposal_recall(ProposalStore.open(out), gt)
     atomic_write_json(out.with_name(out.name + ".metrics.json"), summary, indent=2)
