@@ -37,7 +37,7 @@ from tqdm import tqdm
 from siamdetr.config import Config, ConfigError
 from siamdetr.data.folder import ImageFolder
 from siamdetr.data.images import collate_skipping_bad
-from siamdetr.data.prepare import MANIFEST
+from siamdetr.data.prepare import manifest_entry
 from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
@@ -60,13 +60,7 @@ KNN_MAX_IMAGES = 10_000  # an evenly strided subset of a large folder (real Imag
 
 def unlabeled_images(cfg: Config) -> Path:
     """The ImageNet(-like) folder recorded by the data stage."""
-    path = Path(cfg.data.prepared_dir) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare` or `dvc repro data`)")
-    manifest = json.loads(path.read_text())
-    if "imagenet" not in manifest:
-        raise ConfigError(f"{path}: no 'imagenet' dataset was prepared; set data.imagenet_root")
-    return Path(manifest["imagenet"]["root"])
+    return Path(manifest_entry(cfg, "imagenet", "pretraining images")["root"])
 
 
 def stage_params_hash(cfg: Config) -> str:

@@ -7,7 +7,6 @@ the epoch, so a run killed anywhere and restarted ends with the same weights and
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from siamdetr.config import Config, ConfigError
 from siamdetr.data.coco import CocoDetection
 from siamdetr.data.images import collate_skipping_bad
-from siamdetr.data.prepare import MANIFEST
+from siamdetr.data.prepare import manifest_entry
 from siamdetr.data.transforms import eval_transforms, train_transforms
 from siamdetr.engine.checkpoint import (
     epoch_seed,
@@ -48,16 +47,8 @@ RESET_ON_INIT = ("class_embed.",)  # the downstream classes are new: their head 
 
 def dataset_paths(cfg: Config) -> dict[str, dict[str, str]]:
     """Train / test images and annotations of the downstream dataset, from the data stage's manifest."""
-    path = Path(cfg.data.prepared_dir) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare` or `dvc repro data`)")
-    manifest = json.loads(path.read_text())
     name = cfg.finetune.dataset
-    if name not in manifest:
-        raise ConfigError(
-            f"{path}: no '{name}' dataset was prepared (finetune.dataset = {name!r}); set data.{name}_root"
-        )
-    entry = manifest[name]
+    entry = manifest_entry(cfg, name, "finetune.dataset")
     test_split = "test" if name == "voc" else "val"
     return {"train": entry["train"], "test": entry[test_split]}
 

@@ -7,6 +7,7 @@ so later stages never guess paths.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -86,6 +87,17 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
         ", ".join(k for k in ("imagenet", "coco", "voc") if k in manifest),
     )
     return manifest
+
+
+def manifest_entry(cfg: Config, name: str, key: str) -> dict[str, Any]:
+    """One dataset's entry of the data stage's manifest; `key` names the setting that asked for it."""
+    path = Path(cfg.data.prepared_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare` or `dvc repro data`)")
+    manifest = json.loads(path.read_text())
+    if name not in manifest:
+        raise ConfigError(f"{path}: no '{name}' dataset was prepared ({key} = {name!r}); set data.{name}_root")
+    return manifest[name]
 
 
 def _root_or_none(cfg: Config, name: str) -> Path | None:

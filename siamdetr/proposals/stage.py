@@ -3,12 +3,11 @@ recall against ground truth where the dataset has it (COCO), logged to MLflow an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from siamdetr.config import Config, ConfigError
-from siamdetr.data.prepare import MANIFEST
+from siamdetr.config import Config
+from siamdetr.data.prepare import manifest_entry
 from siamdetr.io import atomic_write_json
 from siamdetr.proposals.recall import proposal_recall
 from siamdetr.proposals.runner import run_proposals
@@ -23,16 +22,11 @@ def store_path(cfg: Config, dataset: str | None = None, method: str | None = Non
 
 def pretraining_split(cfg: Config) -> tuple[Path, Path | None]:
     """(image directory, its ground-truth json or None) of cfg.pretrain.dataset, from the data manifest."""
-    path = Path(cfg.data.prepared_dir) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare`)")
-    manifest = json.loads(path.read_text())
     name = cfg.pretrain.dataset
-    if name not in manifest:
-        raise ConfigError(f"{path}: no '{name}' dataset was prepared (pretrain.dataset = {name!r})")
+    entry = manifest_entry(cfg, name, "pretrain.dataset")
     if name == "imagenet":
-        return Path(manifest[name]["root"]), None
-    return Path(manifest[name]["train"]["images"]), Path(manifest[name]["train"]["annotations"])
+        return Path(entry["root"]), None
+    return Path(entry["train"]["images"]), Path(entry["train"]["annotations"])
 
 
 def proposals_for_folder(
