@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
 DETECTIONS = "detections.json"
+HISTORY = "history.json"
 RESET_ON_INIT = ("class_embed.",)  # the downstream classes are new: their head starts fresh
 
 
@@ -164,10 +165,26 @@ def finetune(
     criterion, weights = build_criterion(cfg, len(train_ds.category_ids))
     optimizer, scheduler = build_optimizer(model, cfg)
 
+    def evaluate(epoch: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        loader = make_loader(test_ds, per_process, False, cfg, dist_info, epoch)
+        detections = predict(
+            model, loader, dist_info.device, model.focal, train_ds.category_ids, f.amp, show_progress=dist_info.is_main
+        )
+        detections = gather_lists(detections, dist_info.device)
+        return detections, coco_metrics(test_ds.coco, detections)
+
+    def write_outputs(detections: list[dict[str, Any]], metrics: dict[str, Any], history: list) -> None:
+        if dist_info.is_main:
+            atomic_write_json(out / DETECTIONS, detections)
+            atomic_write_json(out / METRICS, metrics, indent=2)
+            atomic_write_json(out / HISTORY, history, indent=2)
+
     ckpt_path = out / CHECKPOINT
     start_epoch, history = resume(ckpt_path, cfg.params_hash(), model, optimizer, scheduler)
-    if start_epoch >= f.epochs:
+    if start_epoch >= f.epochs:  # outputs may have been removed (DVC does before a rerun): write them again
         log.info("%s: all %d epochs are done; nothing to train", ckpt_path, f.epochs)
+        detections, _ = evaluate(f.epochs - 1)
+        write_outputs(detections, history[-1]["metrics"], history)
         return history[-1]["metrics"]
     train_model: nn.Module = DistributedDataParallel(model) if dist_info.world_size > 1 else model
     tags = {
@@ -204,23 +221,8 @@ def finetune(
             scheduler.step()
             record: dict[str, Any] = {"epoch": epoch, "train": losses}
             if (epoch + 1) % f.eval_every == 0 or epoch + 1 == f.epochs:
-                test_loader = make_loader(test_ds, per_process, False, cfg, dist_info, epoch)
-                detections = gather_lists(
-                    predict(
-                        model,
-                        test_loader,
-                        dist_info.device,
-                        model.focal,
-                        train_ds.category_ids,
-                        f.amp,
-                        show_progress=dist_info.is_main,
-                    ),
-                    dist_info.device,
-                )
-                metrics = coco_metrics(test_ds.coco, detections)
+                detections, metrics = evaluate(epoch)
                 record["metrics"] = metrics
-                if dist_info.is_main and epoch + 1 == f.epochs:
-                    atomic_write_json(out / DETECTIONS, detections)
             history.append(record)
             tracker.log_metrics({**losses, **record.get("metrics", {})}, step=epoch)
             if dist_info.is_main:
@@ -228,9 +230,8 @@ def finetune(
                 save_checkpoint(ckpt_path, state)
             if on_epoch is not None:
                 on_epoch(epoch, record)
+        write_outputs(detections, metrics, history)
         if dist_info.is_main:
-            atomic_write_json(out / METRICS, metrics, indent=2)
-            atomic_write_json(out / "history.json", history, indent=2)
             tracker.log_artifact(out / METRICS)
     except BaseException:
         tracker.close("FAILED")

@@ -132,6 +132,11 @@ def pretrain_one_epoch(
     return {**{k: v / max(steps, 1) for k, v in sums.items()}, "steps": float(steps)}
 
 
+def write_outputs(out: Path, method: RegionPretrainer, meta: dict[str, Any], history: list) -> None:
+    save_checkpoint(out / PRETRAINED, {"model": method.pretrained_state(), "meta": meta})
+    atomic_write_json(out / "history.json", history, indent=2)
+
+
 def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
     """Pretrain, checkpoint every epoch (a rerun resumes), write pretrained.pth; returns the last epoch's losses."""
     from siamdetr.proposals.store import ProposalStore
@@ -160,8 +165,10 @@ def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
         "region_detection": p.region_detection,
         "semantic": p.semantic,
     }
-    if start_epoch >= p.epochs:
+    if start_epoch >= p.epochs:  # outputs may have been removed (DVC does before a rerun): write them again
         log.info("%s: all %d epochs are done; nothing to train", out / CHECKPOINT, p.epochs)
+        if dist_info.is_main:
+            write_outputs(out, method, meta, history)
         return history[-1]["train"]
     train_model: nn.Module = (
         DistributedDataParallel(method, find_unused_parameters=True) if dist_info.world_size > 1 else method
@@ -200,8 +207,7 @@ def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
                     training_state(method, optimizer, scheduler, epoch, cfg.params_hash(), history, cfg.to_dict()),
                 )
         if dist_info.is_main:
-            save_checkpoint(out / PRETRAINED, {"model": method.pretrained_state(), "meta": meta})
-            atomic_write_json(out / "history.json", history, indent=2)
+            write_outputs(out, method, meta, history)
     except BaseException:
         tracker.close("FAILED")
         raise

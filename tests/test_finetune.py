@@ -64,8 +64,13 @@ def test_a_finished_run_is_not_trained_again(prepared, tmp_path):
     cfg = smoke(prepared, tmp_path / "run", "finetune.epochs=1")
     first = finetune(cfg)
     mtime = (tmp_path / "run" / CHECKPOINT).stat().st_mtime_ns
+    detections = (tmp_path / "run" / "detections.json").read_bytes()
+    for name in ("detections.json", "history.json", METRICS):  # what DVC removes before rerunning a stage
+        (tmp_path / "run" / name).unlink()
     assert finetune(cfg) == first
     assert (tmp_path / "run" / CHECKPOINT).stat().st_mtime_ns == mtime
+    assert (tmp_path / "run" / "detections.json").read_bytes() == detections
+    assert (tmp_path / "run" / "history.json").exists() and (tmp_path / "run" / METRICS).exists()
 
 
 def square_dataset(prepared: Path, root: Path) -> Path:

@@ -78,6 +78,8 @@ def test_killed_pretraining_resumes_exactly(prepared, tmp_path):
         pretrain(smoke(prepared, tmp_path / "resumed"), on_step=kill)
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 0
     assert pretrain(smoke(prepared, tmp_path / "resumed")) == whole
+    (tmp_path / "resumed" / PRETRAINED).unlink()  # a finished run whose outputs DVC removed writes them again
+    assert pretrain(smoke(prepared, tmp_path / "resumed")) == whole
     a = load_checkpoint(tmp_path / "whole" / PRETRAINED)["model"]
     b = load_checkpoint(tmp_path / "resumed" / PRETRAINED)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
