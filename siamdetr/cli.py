@@ -57,12 +57,35 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="shortcut for --set seed=N")
 
 
-def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = ()):  # -> Config (lazy import: fast --help)
+def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = (), run_layer=None):  # -> Config
     """The validated config; input paths are checked for the sections this command reads."""
-    from siamdetr.config import load_config
+    from siamdetr.config import load_config  # lazy: a fast --help
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    return load_config(args.params, args.profile, args.experiment, overrides, check_paths=sections)
+    return load_config(args.params, args.profile, args.experiment, overrides, sections, run_layer)
+
+
+def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callable) -> dict:
+    """`--run NAME`: every seed of one named run of the experiment grid (grid.runs_file)."""
+    from siamdetr.grid import execute, load_runs
+
+    base = config_from_args(args, ())
+    runs = load_runs(base.grid.runs_file)
+    kind = args.command
+    if args.run not in runs or runs[args.run].kind != kind:
+        names = sorted(n for n, r in runs.items() if r.kind == kind)
+        raise ConfigError(
+            f"{base.grid.runs_file}: no {kind} run named {args.run!r} (there are {len(names)}: "
+            f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
+        )
+    run = runs[args.run]
+    seeds = [args.seed] if args.seed is not None else base.grid.seeds
+
+    def configure(overrides: dict):
+        args_no_seed = argparse.Namespace(**{**vars(args), "seed": None})
+        return config_from_args(args_no_seed, sections, (run.source, overrides))
+
+    return execute(run, seeds, configure, base, runs, train)
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -136,6 +159,10 @@ def cmd_proposals(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from siamdetr.pretrain_stage import PRETRAINED, pretrain
 
+    if args.run:
+        summary = run_grid(args, ("data", "model", "pretrain"), lambda cfg, tags: pretrain(cfg, tags=tags))
+        print(f"pretraining run {args.run}: seeds {summary['seeds']} done")
+        return
     cfg = config_from_args(args, ("data", "model", "pretrain"))
     losses = pretrain(cfg)
     print(f"wrote {Path(cfg.pretrain.out_dir) / PRETRAINED}: last epoch loss {losses['loss']:.3f}")
@@ -146,6 +173,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     if args.init is not None:
         args.overrides.append(f"finetune.init={args.init}")
+    if args.run:
+        s = run_grid(args, ("data", "model", "finetune"), lambda cfg, tags: finetune(cfg, tags=tags))
+        print(f"fine-tuning run {args.run}: AP {s['AP']:.1f} ± {s['AP_std']:.1f} over seeds {s['seeds']}")
+        return
     cfg = config_from_args(args, ("data", "model", "finetune"))
     metrics = finetune(cfg)
     print(
@@ -255,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         "frozen; writes <pretrain.out_dir>/pretrained.pth for `finetune --init`; a rerun resumes. "
         "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli pretrain ...",
     )
+    p.add_argument(
+        "--run",
+        metavar="NAME",
+        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds "
+        "(or only --seed); dvc.yaml calls this once per run",
+    )
     add_config_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -271,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="start from a pretraining checkpoint (same as "
         "--set finetune.init=...; class head reset, other keys mapped by name: docs/finetuning.md)",
+    )
+    p.add_argument(
+        "--run",
+        metavar="NAME",
+        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds "
+        "(or only --seed); dvc.yaml calls this once per run",
     )
     add_config_args(p)
     p.set_defaults(func=cmd_finetune)

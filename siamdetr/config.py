@@ -63,6 +63,11 @@ def unit_interval(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
 
 
+def probabilities(v: Any) -> str | None:
+    ok = len(v) == 3 and all(x >= 0 for x in v) and abs(sum(v) - 1) < 1e-6
+    return None if ok else "must be 3 non-negative numbers that sum to 1"
+
+
 def opt(default: Any, check: Check | None = None, must_exist: bool = False, doc: str = "") -> Any:
     """A config field with an optional range check and, for input paths, an existence check."""
     meta = {"check": check, "must_exist": must_exist, "doc": doc}
@@ -88,6 +93,7 @@ class SynthConfig:
     voc_trainval: int = opt(200, at_least(1))
     voc_test: int = opt(100, at_least(1))
     max_objects: int = opt(8, at_least(1), doc="objects per scene-centric image, at most")
+    size_mix: list[float] = opt([0.35, 0.4, 0.25], probabilities, doc="small / medium / large object mix (COCO's)")
     workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
 
 
@@ -226,6 +232,18 @@ class FinetuneConfig:
 
 
 @dataclass
+class GridConfig:
+    """The experiment grid behind Tables 1-4 (`grid.runs_file`): the seeds of every run, and how the rows'
+    paper-scale query counts and fine-tuning schedules shrink in this profile."""
+
+    runs_file: str = opt("experiments/runs.yaml", doc="named pretraining and fine-tuning runs")
+    seeds: list[int] = opt([0], doc="every grid run is repeated with each seed")
+    query_scale: float = opt(1.0, positive, doc="a row's model.num_queries is multiplied by this")
+    epoch_scale: float = opt(1.0, positive, doc="a row's finetune.epochs and lr_drop are multiplied by this")
+    keep_checkpoints: bool = opt(True, doc="false: a finished run keeps its outputs but drops checkpoint.pth")
+
+
+@dataclass
 class Config:
     """The whole resolved configuration of one run."""
 
@@ -237,6 +255,7 @@ class Config:
     proposals: ProposalsConfig = section(ProposalsConfig)
     pretrain: PretrainConfig = section(PretrainConfig)
     finetune: FinetuneConfig = section(FinetuneConfig)
+    grid: GridConfig = section(GridConfig)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,7 +265,10 @@ class Config:
         return d
 
     def params_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Identifies what a run computes. `grid` is left out: it says which runs exist, not how one runs."""
+        d = self.to_dict()
+        d.pop("grid")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def source_of(self, key: str) -> str:
         return self.sources.get(key, DEFAULTS_SOURCE)
@@ -346,12 +368,14 @@ def load_config(
     experiments: Iterable[Path] = (),
     overrides: Iterable[str] = (),
     check_paths: Iterable[str] | bool = True,
+    run_layer: tuple[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """Resolve and validate the configuration of a run.
 
     `params` may be None or absent (then only the profile and overrides apply). `profile` given here wins
-    over the one named in params.yaml. `check_paths`: True checks every input path, or name the sections a
-    stage reads (an input written by an earlier stage does not exist before that stage has run).
+    over the one named in params.yaml. `run_layer` is a named grid run's (source, dotted overrides), applied
+    after the experiment files and before `overrides`. `check_paths`: True checks every input path, or name
+    the sections a stage reads (an input written by an earlier stage does not exist before that stage has run).
     """
     sources: dict[str, str] = {}
     layers: list[tuple[str, dict[str, Any]]] = []
@@ -361,6 +385,8 @@ def load_config(
         layers.append((str(params), params_data))
     for exp in experiments:
         layers.append((str(exp), read_yaml(Path(exp))))
+    if run_layer is not None:  # a named run of the experiment grid (siamdetr.grid), as dotted keys
+        layers.append((run_layer[0], nest(run_layer[1])))
     dotted = dict(parse_override(o) for o in overrides)
     if dotted:
         layers.append(("--set", nest(dotted)))

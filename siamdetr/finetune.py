@@ -8,7 +8,7 @@ the epoch, so a run killed anywhere and restarted ends with the same weights and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,10 @@ def make_loader(
 
 
 def finetune(
-    cfg: Config, on_step: StepHook | None = None, on_epoch: Callable[[int, dict[str, Any]], None] | None = None
+    cfg: Config,
+    on_step: StepHook | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate every `eval_every` epochs, checkpoint every epoch; returns the final metrics.
 
@@ -187,16 +190,20 @@ def finetune(
         write_outputs(detections, history[-1]["metrics"], history)
         return history[-1]["metrics"]
     train_model: nn.Module = DistributedDataParallel(model) if dist_info.world_size > 1 else model
-    tags = {
+    run_tags = {
+        **(tags or {}),
         "method": init_meta.get("method", "scratch" if not f.init else "unknown"),
         "variant": cfg.model.variant,
         "downstream": f.dataset,
         "pretrain_dataset": init_meta.get("dataset", "-"),
         "proposals": init_meta.get("proposals", "-"),
+        "region_detection": init_meta.get("region_detection", "-"),
+        "semantic": init_meta.get("semantic", "-"),
         "queries": cfg.model.num_queries,
+        "epochs": f.epochs,
     }
     tracker = RunLogger(
-        cfg, "finetune", f"finetune-{cfg.model.variant}-{f.dataset}-s{cfg.seed}", tags, enabled=dist_info.is_main
+        cfg, "finetune", f"finetune-{cfg.model.variant}-{f.dataset}-s{cfg.seed}", run_tags, enabled=dist_info.is_main
     )
     metrics: dict[str, Any] = history[-1]["metrics"] if history else {}
     try:

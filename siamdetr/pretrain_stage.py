@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ def write_outputs(out: Path, method: RegionPretrainer, meta: dict[str, Any], his
     atomic_write_json(out / "history.json", history, indent=2)
 
 
-def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
+def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain, checkpoint every epoch (a rerun resumes), write pretrained.pth; returns the last epoch's losses."""
     from siamdetr.proposals.store import ProposalStore
 
@@ -177,7 +177,7 @@ def pretrain(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
         cfg,
         "pretrain",
         f"pretrain-{p.method}-{cfg.model.variant}-{p.dataset}-s{cfg.seed}",
-        {**meta, "pretrain_dataset": p.dataset},
+        {**(tags or {}), **meta, "pretrain_dataset": p.dataset, "queries": cfg.model.num_queries},
         enabled=dist_info.is_main,
     )
     steps_per_epoch = len(ds) // p.batch_size

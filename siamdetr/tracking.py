@@ -7,10 +7,12 @@ imported lazily so GPU machines without it can still train: the run is then only
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,22 @@ EXPERIMENT = "siamdetr"
 
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock next to a SQLite store (a no-op for servers and databases elsewhere)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def git_commit() -> str:
@@ -61,10 +79,12 @@ class RunLogger:
             log.warning("mlflow is not installed: run %s is not tracked", run_name)
             return
         self._mlflow = mlflow
-        mlflow.set_tracking_uri(default_tracking_uri())
-        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=(Path.cwd() / "mlartifacts").resolve().as_uri())
-        mlflow.set_experiment(EXPERIMENT)
+        uri = default_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        with store_lock(uri):  # two processes creating one SQLite store race on its schema migration
+            if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+                mlflow.create_experiment(EXPERIMENT, artifact_location=(Path.cwd() / "mlartifacts").resolve().as_uri())
+            mlflow.set_experiment(EXPERIMENT)
         all_tags = {
             "stage": stage,
             "profile": cfg.profile,

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +39,6 @@ COCO_CATEGORY_IDS = (1, 2, 4, 5, 7, 11, 13, 17)  # non-contiguous, like COCO's
 VOC_CLASSES = ("arrow", "crescent", "diamond", "ellipse", "pentagon", "trapezoid")
 IMAGENET_SHAPES = COCO_CLASSES + VOC_CLASSES
 COCO_REFERENCE_AREA = 640 * 480  # COCO's small/medium/large thresholds (32², 96²) refer to ~640x480 images
-SIZE_PROBS = (0.35, 0.4, 0.25)  # small / medium / large, close to COCO's mix
 MIN_VISIBLE = 0.35  # an object more occluded than this is re-placed
 DIFFICULT_VISIBLE = 0.6  # VOC: objects less visible than this are marked difficult
 CROWD_PROB = 0.15
@@ -77,19 +76,19 @@ def image_size(rng: np.random.Generator, long_side: int) -> tuple[int, int]:
     return (long_side, short) if rng.random() < 0.7 else (short, long_side)
 
 
-def _sample_side(rng: np.random.Generator, width: int, height: int) -> float:
+def _sample_side(rng: np.random.Generator, width: int, height: int, size_mix: Sequence[float]) -> float:
     """sqrt(area) of an object, drawn from COCO's small / medium / large ranges scaled to the image."""
     k = np.sqrt(area_scale(width, height))
     lo_small = max(5.0, 10 * k)
     edges = (lo_small, 32 * k, 96 * k, max(96 * k * 1.05, 0.55 * min(width, height)))
-    bucket = rng.choice(3, p=SIZE_PROBS)
+    bucket = rng.choice(3, p=np.asarray(size_mix) / np.sum(size_mix))
     lo, hi = edges[bucket], edges[bucket + 1]
     return float(rng.uniform(min(lo, hi), max(lo, hi)))
 
 
-def _crowd_mask(rng: np.random.Generator, shape: str, width: int, height: int) -> np.ndarray:
+def _crowd_mask(rng: np.random.Generator, shape: str, width: int, height: int, size_mix: Sequence[float]) -> np.ndarray:
     """Several small copies of one shape packed in one region: annotated once, with iscrowd=1."""
-    side = _sample_side(rng, width, height) * 1.5 + 8
+    side = _sample_side(rng, width, height, size_mix) * 1.5 + 8
     cx, cy = rng.uniform(side / 2, width - side / 2), rng.uniform(side / 2, height - side / 2)
     mask = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(4, 8)):
@@ -100,7 +99,13 @@ def _crowd_mask(rng: np.random.Generator, shape: str, width: int, height: int) -
 
 
 def compose_scene(
-    rng: np.random.Generator, width: int, height: int, classes: tuple[str, ...], max_objects: int, crowd_prob: float
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    classes: tuple[str, ...],
+    max_objects: int,
+    crowd_prob: float,
+    size_mix: Sequence[float],
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """A scene-centric image: cluttered background, 1..max_objects shapes with occlusion."""
     img = background(rng, height, width)
@@ -111,9 +116,9 @@ def compose_scene(
         for _attempt in range(12):
             label = int(rng.integers(len(classes)))
             if crowd:
-                mask = _crowd_mask(rng, classes[label], width, height)
+                mask = _crowd_mask(rng, classes[label], width, height, size_mix)
             else:
-                side = _sample_side(rng, width, height)
+                side = _sample_side(rng, width, height, size_mix)
                 aspect = rng.uniform(0.7, 1.4)
                 rx, ry = side / 2 * aspect, side / 2 / aspect
                 cx = rng.uniform(-0.3 * rx, width + 0.3 * rx)  # may leave the frame: truncation
@@ -191,7 +196,7 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
         return img, SynthImage(split, index, width, height, [])
     coco = split.startswith("coco")
     classes = COCO_CLASSES if coco else VOC_CLASSES
-    img, placed = compose_scene(rng, width, height, classes, cfg.max_objects, CROWD_PROB if coco else 0.0)
+    img, placed = compose_scene(rng, width, height, classes, cfg.max_objects, CROWD_PROB if coco else 0.0, cfg.size_mix)
     return img, SynthImage(split, index, width, height, [_to_object(p, width, height) for p in placed])
 
 
