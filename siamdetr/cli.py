@@ -66,26 +66,36 @@ def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = (), r
 
 
 def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callable) -> dict:
-    """`--run NAME`: every seed of one named run of the experiment grid (grid.runs_file)."""
-    from siamdetr.grid import execute, load_runs
+    """`--run NAME` or `--stage NAME`: named runs of the experiment grid (grid.runs_file), every seed of
+    grid.seeds (or only --seed); returns {run name: summary over seeds}."""
+    from siamdetr.grid import execute, load_runs, write_stage_summary
 
     base = config_from_args(args, ())
     runs = load_runs(base.grid.runs_file)
     kind = args.command
-    if args.run not in runs or runs[args.run].kind != kind:
-        names = sorted(n for n, r in runs.items() if r.kind == kind)
+    mine = {n: r for n, r in runs.items() if r.kind == kind}
+    if args.stage:
+        chosen = [r for r in mine.values() if r.stage == args.stage]
+        if not chosen:
+            known = sorted({r.stage for r in mine.values()})
+            raise ConfigError(f"{base.grid.runs_file}: no {kind} stage {args.stage!r} (stages: {', '.join(known)})")
+    elif args.run in mine:
+        chosen = [mine[args.run]]
+    else:
         raise ConfigError(
-            f"{base.grid.runs_file}: no {kind} run named {args.run!r} (there are {len(names)}: "
-            f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
+            f"{base.grid.runs_file}: no {kind} run named {args.run!r} (there are {len(mine)}: "
+            f"{', '.join(sorted(mine)[:5])}, ...)"
         )
-    run = runs[args.run]
     seeds = [args.seed] if args.seed is not None else base.grid.seeds
-
-    def configure(overrides: dict):
-        args_no_seed = argparse.Namespace(**{**vars(args), "seed": None})
-        return config_from_args(args_no_seed, sections, (run.source, overrides))
-
-    return execute(run, seeds, configure, base, runs, train)
+    no_seed = argparse.Namespace(**{**vars(args), "seed": None})
+    summaries = {}
+    for run in chosen:
+        summaries[run.name] = execute(
+            run, seeds, lambda o, run=run: config_from_args(no_seed, sections, (run.source, o)), base, runs, train
+        )
+    if kind == "finetune" and args.stage:
+        write_stage_summary(base, args.stage, summaries, seeds)
+    return summaries
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -131,8 +141,11 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 def cmd_backbone(args: argparse.Namespace) -> None:
     from siamdetr.backbone_stage import train_backbone
+    from siamdetr.config import check_input_paths
 
-    cfg = config_from_args(args, ("data", "model", "backbone"))
+    cfg = config_from_args(args, ("data", "backbone"))
+    if cfg.model.backbone != "small":  # the small ResNet's checkpoint is this stage's output, not an input
+        check_input_paths(cfg, ("model",))
     metrics = train_backbone(cfg)
     print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'params_hash'})}")
 
@@ -159,9 +172,10 @@ def cmd_proposals(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from siamdetr.pretrain_stage import PRETRAINED, pretrain
 
-    if args.run:
-        summary = run_grid(args, ("data", "model", "pretrain"), lambda cfg, tags: pretrain(cfg, tags=tags))
-        print(f"pretraining run {args.run}: seeds {summary['seeds']} done")
+    if args.run or args.stage:
+        summaries = run_grid(args, ("data", "model", "pretrain"), lambda cfg, tags: pretrain(cfg, tags=tags))
+        for name, s in summaries.items():
+            print(f"pretraining run {name}: seeds {s['seeds']} done, last loss {s['loss']:.3f} ± {s['loss_std']:.3f}")
         return
     cfg = config_from_args(args, ("data", "model", "pretrain"))
     losses = pretrain(cfg)
@@ -173,9 +187,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     if args.init is not None:
         args.overrides.append(f"finetune.init={args.init}")
-    if args.run:
-        s = run_grid(args, ("data", "model", "finetune"), lambda cfg, tags: finetune(cfg, tags=tags))
-        print(f"fine-tuning run {args.run}: AP {s['AP']:.1f} ± {s['AP_std']:.1f} over seeds {s['seeds']}")
+    if args.run or args.stage:
+        summaries = run_grid(args, ("data", "model", "finetune"), lambda cfg, tags: finetune(cfg, tags=tags))
+        for name, s in summaries.items():
+            print(f"fine-tuning run {name}: AP {s['AP']:.1f} ± {s['AP_std']:.1f} over seeds {s['seeds']}")
         return
     cfg = config_from_args(args, ("data", "model", "finetune"))
     metrics = finetune(cfg)
@@ -286,12 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
         "frozen; writes <pretrain.out_dir>/pretrained.pth for `finetune --init`; a rerun resumes. "
         "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli pretrain ...",
     )
-    p.add_argument(
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument(
         "--run",
         metavar="NAME",
-        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds "
-        "(or only --seed); dvc.yaml calls this once per run",
+        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds (or only --seed)",
     )
+    grid.add_argument("--stage", metavar="GROUP", help="every run of one group of the grid (what each DVC stage calls)")
     add_config_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -309,12 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from a pretraining checkpoint (same as "
         "--set finetune.init=...; class head reset, other keys mapped by name: docs/finetuning.md)",
     )
-    p.add_argument(
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument(
         "--run",
         metavar="NAME",
-        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds "
-        "(or only --seed); dvc.yaml calls this once per run",
+        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds (or only --seed)",
     )
+    grid.add_argument("--stage", metavar="GROUP", help="every run of one group of the grid (what each DVC stage calls)")
     add_config_args(p)
     p.set_defaults(func=cmd_finetune)
 

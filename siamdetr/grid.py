@@ -9,6 +9,7 @@ process (a finished seed is skipped, an interrupted one resumes from its checkpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -20,12 +21,11 @@ from typing import Any
 
 from siamdetr.config import Config, ConfigError, read_yaml
 from siamdetr.io import atomic_write_json, atomic_write_text
+from siamdetr.tracking import flatten
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_GROUPS = ("siamese_runs", "updetr_runs", "detreg_runs")
-GROUP_METHOD = {"siamese_runs": "siamese", "updetr_runs": "updetr", "detreg_runs": "detreg"}
-SECTIONS = ("proposal_sets", *PRETRAIN_GROUPS, "finetune_runs")
+SECTIONS = {"pretrain_stages": "pretrain", "finetune_stages": "finetune"}
 DONE = "done.json"
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -36,6 +36,7 @@ class Run:
 
     name: str
     kind: str  # "pretrain" or "finetune"
+    stage: str  # the group of runs one DVC stage runs
     source: str  # "<file>: <group>.<name>", the source of its values in error messages and `config show`
     overrides: dict[str, Any]
     pretrain: str | None = None
@@ -45,36 +46,26 @@ def load_runs(path: str | Path) -> dict[str, Run]:
     """Every pretraining and fine-tuning run of the file, validated (names unique, references resolve)."""
     path = Path(path)
     data = read_yaml(path)
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = sorted(set(data) - {"proposal_sets", *SECTIONS})
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; expected {', '.join(SECTIONS)}")
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; expected proposal_sets, {', '.join(SECTIONS)}")
     runs: dict[str, Run] = {}
-
-    def add(run: Run) -> None:
-        if run.name in runs:
-            raise ConfigError(f"{run.source}: the name {run.name!r} is used twice")
-        runs[run.name] = run
-
-    for group in PRETRAIN_GROUPS:
-        for name, overrides in _mapping(data.get(group) or {}, f"{path}: {group}").items():
-            src = f"{path}: {group}.{name}"
-            overrides = dict(_mapping(overrides, src))
-            method = overrides.setdefault("pretrain.method", GROUP_METHOD[group])
-            if method != GROUP_METHOD[group]:
-                raise ConfigError(f"{src}: pretrain.method = {method!r}, but the run is in {group}")
-            add(Run(name, "pretrain", src, overrides))
-    for name, spec in _mapping(data.get("finetune_runs") or {}, f"{path}: finetune_runs").items():
-        src = f"{path}: finetune_runs.{name}"
-        spec = _mapping(spec, src)
-        extra = sorted(set(spec) - {"pretrain", "set"})
-        if extra:
-            raise ConfigError(f"{src}: unknown key(s) {extra}; a fine-tune run has `pretrain` and `set`")
-        add(Run(name, "finetune", src, dict(_mapping(spec.get("set") or {}, src + ".set")), spec.get("pretrain")))
+    for section, kind in SECTIONS.items():
+        for stage, members in _mapping(data.get(section) or {}, f"{path}: {section}").items():
+            for name, spec in _mapping(members, f"{path}: {section}.{stage}").items():
+                src = f"{path}: {section}.{stage}.{name}"
+                spec = dict(_mapping(spec, src))
+                init = spec.pop("init", None)
+                if init is not None and kind != "finetune":
+                    raise ConfigError(f"{src}: `init` belongs to fine-tuning runs only")
+                if name in runs:
+                    raise ConfigError(f"{src}: the name {name!r} is used twice")
+                runs[name] = Run(name, kind, stage, src, flatten(spec), init)
     for run in runs.values():
         if run.kind == "finetune" and run.pretrain is not None:
             target = runs.get(run.pretrain)
             if target is None or target.kind != "pretrain":
-                raise ConfigError(f"{run.source}: pretrain = {run.pretrain!r} is not a pretraining run of {path}")
+                raise ConfigError(f"{run.source}: init = {run.pretrain!r} is not a pretraining run of {path}")
     return runs
 
 
@@ -96,9 +87,13 @@ def scaled(run: Run, cfg: Config) -> dict[str, Any]:
     return out
 
 
+def stage_dir(cfg: Config, kind: str, stage: str) -> Path:
+    """The output directory of one grid stage (what dvc.yaml declares)."""
+    return Path(cfg.pretrain.out_dir if kind == "pretrain" else cfg.finetune.out_dir) / stage
+
+
 def run_dir(cfg: Config, run: Run) -> Path:
-    base = cfg.pretrain.out_dir if run.kind == "pretrain" else cfg.finetune.out_dir
-    return Path(base) / run.name
+    return stage_dir(cfg, run.kind, run.stage) / run.name
 
 
 def seed_overrides(base: Config, runs: Mapping[str, Run], run: Run, seed: int) -> dict[str, Any]:
@@ -126,38 +121,50 @@ def execute(
     runs: Mapping[str, Run],
     train: Callable[[Config, dict[str, str]], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Run every seed of `run` (skipping finished ones), then write the run's summary; returns it.
-
-    `configure(overrides)` resolves the config with the run's layer; `train(cfg, tags)` is pretrain or finetune.
+    """Run every seed of `run`, skipping those already finished with the same settings; returns the summary
+    over seeds. `configure(overrides)` resolves a seed's config; `train(cfg, tags)` is pretrain or finetune.
     """
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         cfg = configure(seed_overrides(base, runs, run, seed))
         out = Path(cfg.pretrain.out_dir if run.kind == "pretrain" else cfg.finetune.out_dir)
-        done = _read_done(out / DONE, cfg.params_hash())
+        key = done_key(cfg, run.kind)
+        done = _read_done(out / DONE, key)
         if done is not None:
             log.info("%s seed %d: already finished (%s); skipped", run.name, seed, out / DONE)
             per_seed[seed] = done
             continue
-        tags = {"run_key": run.name, "dvc_stage": f"{run.kind}@{run.name}"}
+        tags = {"run_key": run.name, "dvc_stage": f"{run.kind}@{run.stage}", "grid_stage": run.stage}
         result = train(cfg, tags)
         if not base.grid.keep_checkpoints:
             (out / "checkpoint.pth").unlink(missing_ok=True)
         per_seed[seed] = result
-        atomic_write_json(out / DONE, {"params_hash": cfg.params_hash(), "result": result}, indent=2)
-    summary = summarise(run, per_seed)
-    if run.kind == "finetune":
-        root = run_dir(base, run)
-        atomic_write_json(root.with_name(root.name + ".json"), summary, indent=2)
-        atomic_write_text(root.with_name(root.name + ".curve.csv"), curve_csv(root, seeds))
-    return summary
+        atomic_write_json(out / DONE, {"key": key, "result": result}, indent=2)
+    return summarise(run, per_seed)
 
 
-def _read_done(path: Path, params_hash: str) -> dict[str, Any] | None:
+def done_key(cfg: Config, kind: str) -> str:
+    """What a finished seed must match to be skipped: its params and, for a fine-tune, its initial weights
+    (a retrained pretraining changes them without changing the fine-tune's params)."""
+    key = cfg.params_hash()
+    if kind == "finetune" and cfg.finetune.init:
+        key += "-" + hashlib.sha256(Path(cfg.finetune.init).read_bytes()).hexdigest()[:12]
+    return key
+
+
+def _read_done(path: Path, key: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
-    return done["result"] if done.get("params_hash") == params_hash else None
+    return done["result"] if done.get("key") == key else None
+
+
+def write_stage_summary(base: Config, stage: str, summaries: Mapping[str, dict[str, Any]], seeds: list[int]) -> None:
+    """A fine-tune stage's metrics (mean ± std over seeds per run) and AP curves, beside its directory."""
+    root = stage_dir(base, "finetune", stage)
+    atomic_write_json(root.with_name(stage + ".metrics.json"), dict(summaries), indent=2)
+    curves = {name: mean_curve(root / name, seeds) for name in summaries}
+    atomic_write_text(root.with_name(stage + ".curves.csv"), curves_csv(curves))
 
 
 def summarise(run: Run, per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
@@ -175,19 +182,21 @@ def summarise(run: Run, per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, 
     return summary
 
 
-def curve_csv(root: Path, seeds: list[int]) -> str:
-    """AP per evaluated epoch, one column per seed plus their mean: the stage's `dvc plots` curve."""
-
-    curves: dict[int, dict[int, float]] = {}
+def mean_curve(root: Path, seeds: list[int]) -> dict[int, float]:
+    """AP per evaluated epoch (1-based), averaged over the seeds that reached it."""
+    points: dict[int, list[float]] = {}
     for seed in seeds:
         path = root / f"s{seed}" / "history.json"
-        history = json.loads(path.read_text()) if path.is_file() else []
-        curves[seed] = {r["epoch"] + 1: r["metrics"]["AP"] for r in history if r.get("metrics")}
+        for record in json.loads(path.read_text()) if path.is_file() else []:
+            if record.get("metrics"):
+                points.setdefault(record["epoch"] + 1, []).append(record["metrics"]["AP"])
+    return {epoch: statistics.fmean(v) for epoch, v in sorted(points.items())}
+
+
+def curves_csv(curves: Mapping[str, Mapping[int, float]]) -> str:
+    """One row per epoch, one column per run: the stage's `dvc plots` curve of AP against epoch."""
     epochs = sorted({e for c in curves.values() for e in c})
-    lines = ["epoch,AP," + ",".join(f"AP_s{s}" for s in seeds)]
+    lines = ["epoch," + ",".join(curves)]
     for e in epochs:
-        vals = [curves[s].get(e) for s in seeds]
-        known = [v for v in vals if v is not None]
-        mean = statistics.fmean(known) if known else float("nan")
-        lines.append(f"{e},{mean:.4f}," + ",".join("" if v is None else f"{v:.4f}" for v in vals))
+        lines.append(f"{e}," + ",".join("" if e not in c else f"{c[e]:.4f}" for c in curves.values()))
     return "\n".join(lines) + "\n"
