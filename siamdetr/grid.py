@@ -143,13 +143,28 @@ def execute(
     return summarise(run, per_seed)
 
 
+SIAMESE_ONLY = ("tau", "lambda_g", "region_detection", "semantic", "jitter")
+BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")
+
+
 def done_key(cfg: Config, kind: str) -> str:
-    """What a finished seed must match to be skipped: its params and, for a fine-tune, its initial weights
-    (a retrained pretraining changes them without changing the fine-tune's params)."""
-    key = cfg.params_hash()
-    if kind == "finetune" and cfg.finetune.init:
-        key += "-" + hashlib.sha256(Path(cfg.finetune.init).read_bytes()).hexdigest()[:12]
-    return key
+    """What a finished seed must match to be skipped: the settings the run depends on, and the weights it
+    reads (the frozen backbone; a fine-tune's pretrained init). So `pretrain.tau` retrains only Siamese
+    DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch."""
+    d = cfg.to_dict()
+    section = {k: v for k, v in d[kind].items() if k not in BOOKKEEPING}
+    if kind == "pretrain" and cfg.pretrain.method != "siamese":
+        section = {k: v for k, v in section.items() if k not in SIAMESE_ONLY}
+    relevant = {"seed": cfg.seed, "data": d["data"], "model": d["model"], kind: section}
+    if kind == "pretrain":
+        relevant["proposals"] = d["proposals"]
+    weights = [cfg.model.backbone_checkpoint, cfg.finetune.init if kind == "finetune" else None]
+    relevant["weights"] = [file_digest(w) for w in weights if w]
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _read_done(path: Path, key: str) -> dict[str, Any] | None:
