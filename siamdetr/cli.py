@@ -200,6 +200,30 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from siamdetr.report.build import build_reports
+    from siamdetr.tracking import default_tracking_uri
+
+    cfg = config_from_args(args, ())
+    record = build_reports(cfg, args.out, args.tracking_uri or default_tracking_uri())
+    n_missing = sum(len(v) for v in record["missing"].values())
+    print(f"wrote {args.out}/index.md, tables 1-4 (md, csv, tex), figures 4 and 6 (png, svg); {n_missing} rows missing")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from siamdetr.io import atomic_write_text
+    from siamdetr.report.compare import compare_markdown, compare_runs, select
+    from siamdetr.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    text = compare_markdown(args.a, args.b, compare_runs(select(uri, args.a), select(uri, args.b)))
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from siamdetr.engine.evaluate import evaluate_files
 
@@ -357,6 +381,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="faster-coco-eval (default) or pycocotools; the numbers are identical",
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = stages.add_parser(
+        "report",
+        help="the last stage: Tables 1-4 and Figures 4, 6 from MLflow, paper beside measured",
+        description="Reads the finished fine-tuning runs of this profile from MLflow (any tracking URI: "
+        "runs from a cluster or a sweep count too) and writes OUT/index.md, OUT/tables/table{1..4}.{md,csv,tex}, "
+        "OUT/figures/figure{4,6}.{png,svg} and OUT/runs.json (the run ids behind every cell).",
+    )
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default: reports)")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    add_config_args(p)
+    p.set_defaults(func=cmd_report)
+
+    p = stages.add_parser(
+        "compare",
+        help="two DVC experiments or two sets of MLflow runs side by side",
+        description="Every metric of every grid run on both sides: mean ± std over seeds, B - A, and "
+        "whether the difference exceeds the seed spread. A side is exp:NAME (a `dvc exp run` "
+        "experiment), 'workspace' (runs outside dvc exp) or an MLflow filter string, e.g. "
+        "\"tags.git_commit LIKE 'abc%%'\".",
+    )
+    p.add_argument("a", help="side A: exp:NAME, workspace, or an MLflow filter")
+    p.add_argument("b", help="side B")
+    p.add_argument("--out", type=Path, help="write Markdown here (default: print it)")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    p.set_defaults(func=cmd_compare)
 
     cfg = stages.add_parser("config", help="show the resolved configuration")
     cfg_cmds = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)

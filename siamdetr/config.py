@@ -526,14 +526,21 @@ def check_consistency(cfg: Config) -> None:
 SECTIONS = ("data", "model", "backbone", "proposals", "pretrain", "finetune")
 
 
+def backbone_stage_output(cfg: Config) -> str | None:
+    """Where the backbone stage writes the small ResNet (None for the ResNet-50, which the user gives)."""
+    return str(Path(cfg.backbone.out_dir) / "backbone.pth") if cfg.model.backbone == "small" else None
+
+
 def check_input_paths(cfg: Config, sections: tuple[str, ...] = SECTIONS) -> None:
     """Every input path the user set in these sections must exist (outputs are created later)."""
     for sec_name in sections:
         sec = getattr(cfg, sec_name)
         for f in dataclasses.fields(sec):
             value = getattr(sec, f.name)
+            key = f"{sec_name}.{f.name}"
+            if key == "model.backbone_checkpoint" and value == backbone_stage_output(cfg):
+                continue  # an output of the backbone stage, not a user's input (loading it says if it is missing)
             if f.metadata.get("must_exist") and value is not None and not Path(value).exists():
-                key = f"{sec_name}.{f.name}"
                 raise ConfigError(f"{cfg.source_of(key)}: {key} = {value!r}: path does not exist")
 
 

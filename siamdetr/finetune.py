@@ -109,6 +109,14 @@ def load_init(model: DETR, path: str | Path) -> dict[str, Any]:
     return dict(ckpt.get("meta", {}))
 
 
+def tracked(record: dict[str, Any]) -> dict[str, Any]:
+    """One epoch's losses and metrics as MLflow scalars (AP at each IoU threshold included, for Figure 4)."""
+    from siamdetr.engine.evaluate import per_iou_scalars  # pycocotools: imported where it is used
+
+    metrics = record.get("metrics", {})
+    return {**record["train"], **metrics, **per_iou_scalars(metrics)}
+
+
 def make_loader(
     ds: CocoDetection, batch_size: int, train: bool, cfg: Config, dist_info: DistInfo, epoch: int
 ) -> DataLoader:
@@ -208,7 +216,7 @@ def finetune(
     metrics: dict[str, Any] = history[-1]["metrics"] if history else {}
     try:
         for record in history:  # a resumed run re-logs the finished epochs, so its MLflow run is complete
-            tracker.log_metrics({**record["train"], **record.get("metrics", {})}, step=record["epoch"])
+            tracker.log_metrics(tracked(record), step=record["epoch"])
         for epoch in range(start_epoch, f.epochs):
             seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
             loader = make_loader(train_ds, per_process, True, cfg, dist_info, epoch)
@@ -231,7 +239,7 @@ def finetune(
                 detections, metrics = evaluate(epoch)
                 record["metrics"] = metrics
             history.append(record)
-            tracker.log_metrics({**losses, **record.get("metrics", {})}, step=epoch)
+            tracker.log_metrics(tracked(record), step=epoch)
             if dist_info.is_main:
                 state = training_state(model, optimizer, scheduler, epoch, cfg.params_hash(), history, cfg.to_dict())
                 save_checkpoint(ckpt_path, state)

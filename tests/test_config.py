@@ -15,7 +15,7 @@ def test_defaults_come_from_the_tiny_profile():
     cfg = load_config(params=None)
     assert cfg.profile == "tiny"
     assert cfg.data.synthetic is True
-    assert cfg.data.synth.image_size == 128
+    assert cfg.data.synth.image_size == 96
     assert cfg.source_of("data.synth.image_size").endswith("tiny.yaml")
 
 

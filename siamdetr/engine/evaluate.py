@@ -161,6 +161,17 @@ def zero_metrics() -> dict[str, Any]:
     return metrics
 
 
+def per_iou_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-IoU AP lists as scalars a tracker can log: AP_iou50 ... AP_iou95, APs_iou50, ... (Figure 4)."""
+    prefix = {"all": "AP", "small": "APs", "medium": "APm", "large": "APl"}
+    out: dict[str, float] = {}
+    for area, key in PER_IOU_KEYS.items():
+        for t, v in zip(metrics.get("iou_thresholds", []), metrics.get(key) or [], strict=False):
+            if v is not None:
+                out[f"{prefix[area]}_iou{round(t * 100)}"] = float(v)
+    return out
+
+
 def coco_metrics(
     gt: str | Path | COCO,
     detections: str | Path | list[dict],

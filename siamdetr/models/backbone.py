@@ -80,7 +80,9 @@ def load_trunk_weights(trunk: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: backbone checkpoint does not exist")
+        raise FileNotFoundError(
+            f"{path}: backbone checkpoint does not exist (the small ResNet's is written by `siamdetr backbone`)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "backbone"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

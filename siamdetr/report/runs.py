@@ -1,0 +1,78 @@
+"""Fine-tuning runs from MLflow (any tracking URI) into pandas, picked by tags, summarised over seeds."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from siamdetr.tracking import EXPERIMENT
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_POINTS = tuple(range(50, 100, 5))
+
+
+def finetune_runs(tracking_uri: str, profile: str | None = None, filter_string: str = "") -> pd.DataFrame:
+    """One row per finished fine-tuning run of the grid (tag run_key): run_id, run_key, seed, start_time,
+    dvc_exp_name and every metric's last value. A (run_key, seed) logged twice keeps its latest run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return pd.DataFrame(columns=["run_id", "run_key", "seed", "start_time"])
+    filters = ["tags.stage = 'finetune'", "attributes.status = 'FINISHED'"]
+    if profile:
+        filters.append(f"tags.profile = '{profile}'")
+    if filter_string:
+        filters.append(filter_string)
+    rows = []
+    for run in _search(client, exp.experiment_id, " and ".join(filters)):
+        tags = run.data.tags
+        if "run_key" not in tags:
+            continue
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "run_key": tags["run_key"],
+                "seed": int(tags.get("seed", 0)),
+                "start_time": run.info.start_time,
+                "dvc_exp_name": tags.get("dvc_exp_name", ""),
+                **run.data.metrics,
+            }
+        )
+    df = pd.DataFrame(rows, columns=None if rows else ["run_id", "run_key", "seed", "start_time"])
+    if df.empty:
+        return df
+    df = df.sort_values("start_time").drop_duplicates(["run_key", "seed"], keep="last")
+    return df.reset_index(drop=True)
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> Iterable[Any]:
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def summary(df: pd.DataFrame, run_key: str, metric: str) -> tuple[float, float, int] | None:
+    """(mean, sample std, n) of a metric over the seeds of one run; None when no seed has it."""
+    if df.empty or metric not in df:
+        return None
+    values = [float(v) for v in df.loc[df["run_key"] == run_key, metric] if pd.notna(v)]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def metric_curves(tracking_uri: str, run_ids: Iterable[str], metric: str = "AP") -> dict[str, dict[int, float]]:
+    """{run_id: {epoch (1-based): value}} from each run's metric history (Figure 6)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    return {rid: {int(m.step) + 1: float(m.value) for m in client.get_metric_history(rid, metric)} for rid in run_ids}

@@ -1,0 +1,112 @@
+"""The experiment grid: run files validated, paper values scaled, a finished seed skipped only when
+nothing it depends on changed."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from siamdetr.config import ConfigError, load_config
+from siamdetr.grid import done_key, load_runs, scaled, seed_overrides
+from siamdetr.report.paper import load_paper
+
+RUNS_FILE = Path(__file__).parents[1] / "experiments" / "runs.yaml"
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_shipped_grid_covers_every_row_of_the_paper_tables():
+    runs = load_runs(RUNS_FILE)
+    rows = [r for t in load_paper().values() for r in t.rows]
+    wanted = {r.run for r in rows if r.run}
+    assert wanted <= set(runs), sorted(wanted - set(runs))
+    finetunes = {n for n, r in runs.items() if r.kind == "finetune"}
+    assert finetunes == wanted  # no fine-tune that no table shows
+    used_pretrains = {runs[n].pretrain for n in finetunes if runs[n].pretrain}
+    assert used_pretrains == {n for n, r in runs.items() if r.kind == "pretrain"}
+    assert all(r.why for r in rows if r.run is None)  # every row left out says why
+
+
+def test_shipped_runs_resolve_to_valid_configs_with_the_paper_settings():
+    runs = load_runs(RUNS_FILE)
+    base = load_config(params=None, profile="paper", check_paths=False)
+
+    def cfg_of(name):
+        return load_config(
+            params=None,
+            profile="paper",
+            check_paths=False,
+            run_layer=(runs[name].source, seed_overrides(base, runs, runs[name], 0)),
+        )
+
+    assert cfg_of("in-cond100-siamese").pretrain.lambda_r == 5.0  # Conditional on ImageNet: L_r weight 5
+    assert cfg_of("in-dms300-siamese").pretrain.lambda_r == 3.0
+    assert cfg_of("coco-cond100-siamese").pretrain.lambda_g == 0.3  # COCO: L_g weight 0.3
+    assert cfg_of("in-cond100-updetr").pretrain.proposals == "random"
+    assert cfg_of("in-cond100-detreg").pretrain.proposals == "selective_search"
+    c = cfg_of("coco-vanilla100-e150-in-siamese")
+    assert (c.model.variant, c.model.num_queries, c.finetune.epochs, c.finetune.lr_drop) == ("vanilla", 100, 150, 100)
+    assert c.finetune.init.endswith("siamese-imagenet/in-vanilla100-siamese/s0/pretrained.pth")
+    d = cfg_of("voc-dms300-e50-in-detreg")
+    assert (d.model.num_queries, d.finetune.lr, d.finetune.lr_backbone) == (300, 2e-4, 2e-5)
+    assert cfg_of("voc-cond100-e50-scratch").finetune.init is None
+
+
+def test_scaled_shrinks_queries_and_schedules_but_never_to_zero(tmp_path):
+    path = write(
+        tmp_path,
+        {"finetune_stages": {"s": {"r": {"model": {"num_queries": 300}, "finetune": {"epochs": 50, "lr_drop": 40}}}}},
+    )
+    run = load_runs(path)["r"]
+    cfg = load_config(params=None, overrides=["grid.query_scale=0.1", "grid.epoch_scale=0.04"])
+    assert scaled(run, cfg) == {"model.num_queries": 30, "finetune.epochs": 2, "finetune.lr_drop": 2}
+    tiny = load_config(params=None, overrides=["grid.query_scale=0.001", "grid.epoch_scale=0.001"])
+    assert scaled(run, tiny) == {"model.num_queries": 1, "finetune.epochs": 1, "finetune.lr_drop": 1}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"pretrain_stages": {"a": {"x": {}}}, "finetune_stages": {"b": {"x": {}}}}, "used twice"),
+        ({"finetune_stages": {"b": {"y": {"init": "nope"}}}}, "init = 'nope' is not a pretraining run"),
+        ({"pretrain_stages": {"a": {"x": {"init": "z"}}}}, "`init` belongs to fine-tuning runs only"),
+        ({"runs": {}}, "unknown section"),
+        ({"pretrain_stages": {"a": ["not", "a", "mapping"]}}, "expected a mapping"),
+    ],
+)
+def test_bad_run_files_are_refused_with_the_file_and_the_key(tmp_path, data, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_runs(write(tmp_path, data))
+    assert "runs.yaml" in str(err.value)
+
+
+def test_a_run_value_is_overridden_by_set_and_names_its_source(tmp_path):
+    path = write(tmp_path, {"pretrain_stages": {"s": {"r": {"pretrain": {"tau": 0.6}}}}})
+    run = load_runs(path)["r"]
+    cfg = load_config(params=None, run_layer=(run.source, run.overrides))
+    assert cfg.pretrain.tau == 0.6 and cfg.source_of("pretrain.tau").endswith("pretrain_stages.s.r")
+    cfg = load_config(params=None, run_layer=(run.source, run.overrides), overrides=["pretrain.tau=0.7"])
+    assert cfg.pretrain.tau == 0.7
+
+
+def test_done_key_follows_what_a_run_depends_on(tmp_path):
+    def key(kind, *sets):
+        return done_key(load_config(params=None, profile="smoke", overrides=list(sets), check_paths=False), kind)
+
+    siamese, updetr = "pretrain.method=siamese", "pretrain.method=updetr"
+    assert key("pretrain", siamese) != key("pretrain", siamese, "pretrain.tau=0.7")
+    assert key("pretrain", updetr) == key("pretrain", updetr, "pretrain.tau=0.7")  # UP-DETR has no views
+    assert key("pretrain", updetr) != key("pretrain", updetr, "pretrain.lambda_r=1.0")
+    assert key("finetune") == key("finetune", "pretrain.tau=0.7")  # from scratch: pretraining is irrelevant
+    assert key("finetune") == key("finetune", "finetune.out_dir=elsewhere", "finetune.num_workers=5")
+    assert key("finetune") != key("finetune", "finetune.lr=2e-4")
+    weights = tmp_path / "pretrained.pth"
+    torch.save({"model": {"w": torch.zeros(2)}}, weights)
+    before = key("finetune", f"finetune.init={weights}")
+    torch.save({"model": {"w": torch.ones(2)}}, weights)  # the pretraining was retrained
+    assert key("finetune", f"finetune.init={weights}") != before
