@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on CI or clusters
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from siamdetr.report.paper import PaperTable  # noqa: E402
 from siamdetr.report.runs import IOU_POINTS  # noqa: E402
@@ -61,9 +62,8 @@ def figure4(runs: pd.DataFrame, pairs: Mapping[str, str], title: str, out: Path)
         ax.set_xlabel("IoU threshold")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AP (%)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
     else:
         for ax in axes:
             ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes, color="gray")
@@ -83,7 +83,7 @@ def figure6(
         for group in dict.fromkeys(r.group for r in tables[name].rows):
             rows = [r for r in tables[name].rows if r.group == group and r.run]
             if rows and "COCO-pretrained" not in group:
-                panels.append((f"{dataset}: {group}", rows))
+                panels.append((f"{dataset}\n{group.replace(', ImageNet-pretrained', '')}", rows))
     ncols = min(5, max(1, len(panels)))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.9 * nrows), squeeze=False)
@@ -102,6 +102,7 @@ def figure6(
             _band(ax, epochs, [[c[e] for c in per_seed] for e in epochs], r.labels["method"], colour, style)
             used += list(sel["run_id"])
         ax.set_title(title, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("fine-tuning epoch")
         ax.set_ylabel("AP (%)")
         ax.grid(alpha=0.3)
@@ -111,7 +112,7 @@ def figure6(
             ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle("Figure 6. Convergence: AP against fine-tuning epoch (mean ± std over seeds)")
+    fig.suptitle("Figure 6. Convergence: AP against fine-tuning epoch, ImageNet pretraining (mean ± std over seeds)")
     fig.tight_layout()
     _save(fig, out)
     return sorted(set(used))

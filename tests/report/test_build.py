@@ -1,0 +1,91 @@
+"""Every table and figure built from an MLflow store made in the test: cells, bold, missing runs, run ids."""
+
+import json
+
+import pytest
+
+from siamdetr.config import load_config
+from siamdetr.report.build import build_reports
+
+from .conftest import log_run
+
+VOC_COND = {  # Table 2's ImageNet-pretrained Conditional DETR group, three seeds each
+    "voc-cond100-e50-scratch": [1.0, 2.0, 3.0],
+    "voc-cond100-e50-in-updetr": [2.0, 3.0, 4.0],
+    "voc-cond100-e50-in-siamese": [5.0, 6.0, 7.0],
+}  # voc-cond100-e50-in-detreg is left out: a missing run
+
+
+@pytest.fixture
+def report(store, tmp_path):
+    uri, client, exp = store
+    ids = {}
+    for key, aps in VOC_COND.items():
+        ids[key] = [log_run(client, exp, key, seed, ap) for seed, ap in enumerate(aps)]
+    for seed, ap in enumerate([3.0, 4.0]):  # Figure 4's pair on COCO
+        log_run(client, exp, "coco-cond100-e50-in-updetr", seed, ap)
+        log_run(client, exp, "coco-cond100-e50-in-siamese", seed, ap + 2)
+    log_run(client, exp, "voc-cond100-e50-in-siamese", 0, 99.0, profile="smoke")  # another profile: ignored
+    log_run(client, exp, "voc-cond100-e50-scratch", 0, 99.0, status="FAILED")  # unfinished: ignored
+    cfg = load_config(params=None, check_paths=False)
+    record = build_reports(cfg, tmp_path / "reports", uri)
+    return tmp_path / "reports", record, ids
+
+
+def test_every_table_and_figure_is_written(report):
+    out, _, _ = report
+    for n in (1, 2, 3, 4):
+        for ext in ("md", "csv", "tex"):
+            assert (out / "tables" / f"table{n}.{ext}").stat().st_size > 0
+    for fig in ("figure4", "figure6"):
+        for ext in ("png", "svg"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    index = (out / "index.md").read_text()
+    assert "![Figure 4](figures/figure4.png)" in index and "## Table 3" in index
+
+
+def test_cells_are_mean_std_n_and_the_difference_to_the_paper(report):
+    out, _, _ = report
+    md = (out / "tables" / "table2.md").read_text()
+    ours = next(line for line in md.splitlines() if line.startswith("| ours | SwAV R50 | Conditional | ImageNet"))
+    cells = [c.strip() for c in ours.strip("|").split("|")]
+    # paper 58.1; ours mean 6.0, sample std 1.0 over 3 seeds; the best of its group → bold
+    assert cells[6:9] == ["**58.1**", "**6.0 ± 1.0 (n=3)**", "-52.1"]
+    csv = (out / "tables" / "table2.csv").read_text().splitlines()
+    row = next(r for r in csv if r.startswith("ours,SwAV R50,Conditional,ImageNet"))
+    assert ",58.1,6.0,1.0,3,-52.1," in row
+    tex = (out / "tables" / "table2.tex").read_text()
+    assert r"\toprule" in tex and r"\textbf{6.0 $\pm$ 1.0 (n=3)}" in tex
+
+
+def test_a_missing_run_shows_as_a_dash_and_is_listed(report):
+    out, record, _ = report
+    md = (out / "tables" / "table2.md").read_text()
+    detreg = next(line for line in md.splitlines() if line.startswith("| DETReg | SwAV R50 | Conditional | ImageNet"))
+    assert "| 57.5 | — | — |" in detreg
+    assert "voc-cond100-e50-in-detreg (no finished MLflow run)" in record["missing"]["table2"]
+    assert "Sup. R50" not in str(record["missing"]) or "from scratch (supervised" in str(record["missing"]["table1"])
+
+
+def test_the_report_records_the_run_ids_it_used(report):
+    out, record, ids = report
+    used = json.loads((out / "runs.json").read_text())["runs_used"]
+    assert sorted(used["table2"]) == sorted(sum(ids.values(), []))  # not the other profile's, not the failed one
+    assert len(used["figure4"]) == 4 and len(used["figure6"]) == 9 + 4  # Tables 2 and 1 groups
+
+
+def test_the_reading_checks_claims_with_numbers(report):
+    out, _, _ = report
+    index = (out / "index.md").read_text()
+    line = next(x for x in index.splitlines() if "best AP (Conditional 100 queries 50 epochs, ImageNet" in x)
+    assert "| yes |" in line and "ours 6.00±1.00 vs UP-DETR 3.00±1.00 (beyond seed spread)" in line
+    assert "| — (missing runs) |" in next(
+        x for x in index.splitlines() if "Deform-MS 300 queries 50 epochs, Image" in x
+    )
+
+
+def test_an_empty_store_gives_dashes_not_a_crash(store, tmp_path):
+    uri, _, _ = store
+    record = build_reports(load_config(params=None, check_paths=False), tmp_path / "r", uri)
+    assert len(record["missing"]["table3"]) == 6
+    assert (tmp_path / "r" / "figures" / "figure6.png").is_file()
