@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,15 +137,20 @@ def execute(
             continue
         tags = {"run_key": run.name, "dvc_stage": f"{run.kind}@{run.stage}", "grid_stage": run.stage}
         result = train(cfg, tags)
-        if not base.grid.keep_checkpoints:
-            (out / "checkpoint.pth").unlink(missing_ok=True)
         per_seed[seed] = result
-        atomic_write_json(out / DONE, {"key": key, "result": result}, indent=2)
+        if is_main_process():  # under torchrun every process runs the grid; one writes
+            if not base.grid.keep_checkpoints:
+                (out / "checkpoint.pth").unlink(missing_ok=True)
+            atomic_write_json(out / DONE, {"key": key, "result": result}, indent=2)
     return summarise(run, per_seed)
 
 
 SIAMESE_ONLY = ("tau", "lambda_g", "region_detection", "semantic", "jitter")
 BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def done_key(cfg: Config, kind: str) -> str:
@@ -176,6 +182,8 @@ def _read_done(path: Path, key: str) -> dict[str, Any] | None:
 
 def write_stage_summary(base: Config, stage: str, summaries: Mapping[str, dict[str, Any]], seeds: list[int]) -> None:
     """A fine-tune stage's metrics (mean ± std over seeds per run) and AP curves, beside its directory."""
+    if not is_main_process():
+        return
     root = stage_dir(base, "finetune", stage)
     atomic_write_json(root.with_name(stage + ".metrics.json"), dict(summaries), indent=2)
     curves = {name: mean_curve(root / name, seeds) for name in summaries}
