@@ -68,7 +68,7 @@ def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = (), r
 def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callable) -> dict:
     """`--run NAME` or `--stage NAME`: named runs of the experiment grid (grid.runs_file), every seed of
     grid.seeds (or only --seed); returns {run name: summary over seeds}."""
-    from siamdetr.grid import execute, load_runs, write_stage_summary
+    from siamdetr.grid import execute, load_runs, split_placement, write_stage_summary
 
     base = config_from_args(args, ())
     runs = load_runs(base.grid.runs_file)
@@ -87,12 +87,15 @@ def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callabl
             f"{', '.join(sorted(mine)[:5])}, ...)"
         )
     seeds = [args.seed] if args.seed is not None else base.grid.seeds
-    no_seed = argparse.Namespace(**{**vars(args), "seed": None})
     summaries = {}
     for run in chosen:
-        summaries[run.name] = execute(
-            run, seeds, lambda o, run=run: config_from_args(no_seed, sections, (run.source, o)), base, runs, train
-        )
+
+        def configure(overrides: dict, run=run):
+            settings, placement = split_placement(overrides)
+            seed_args = argparse.Namespace(**{**vars(args), "seed": None, "overrides": args.overrides + placement})
+            return config_from_args(seed_args, sections, (run.source, settings))
+
+        summaries[run.name] = execute(run, seeds, configure, base, runs, train)
     if kind == "finetune" and args.stage:
         write_stage_summary(base, args.stage, summaries, seeds)
     return summaries

@@ -114,6 +114,18 @@ def seed_overrides(base: Config, runs: Mapping[str, Run], run: Run, seed: int) -
     return out
 
 
+PLACEMENT = ("seed", "pretrain.out_dir", "finetune.out_dir", "finetune.init")
+
+
+def split_placement(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A seed's overrides → (the run's settings: a config layer below --set, its placement as --set strings).
+    Where a seed writes and which weights it starts from are fixed by the grid, so they win over --set
+    (a `--set finetune.out_dir=X` moves the whole grid: the base config puts every run below X)."""
+    settings = {k: v for k, v in overrides.items() if k not in PLACEMENT}
+    placement = [f"{k}={json.dumps(v)}" for k, v in overrides.items() if k in PLACEMENT]
+    return settings, placement
+
+
 def execute(
     run: Run,
     seeds: list[int],

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from siamdetr.config import ConfigError, load_config
-from siamdetr.grid import done_key, load_runs, scaled, seed_overrides
+from siamdetr.grid import done_key, load_runs, scaled, seed_overrides, split_placement
 from siamdetr.report.paper import load_paper
 
 RUNS_FILE = Path(__file__).parents[1] / "experiments" / "runs.yaml"
@@ -110,3 +110,18 @@ def test_done_key_follows_what_a_run_depends_on(tmp_path):
     before = key("finetune", f"finetune.init={weights}")
     torch.save({"model": {"w": torch.ones(2)}}, weights)  # the pretraining was retrained
     assert key("finetune", f"finetune.init={weights}") != before
+
+
+def test_a_seeds_placement_wins_over_set_so_set_out_dir_moves_the_whole_grid(tmp_path):
+    path = write(tmp_path, {"finetune_stages": {"st": {"r": {"finetune": {"lr": 3e-4}}}}})
+    runs = load_runs(path)
+    base = load_config(params=None, profile="smoke", overrides=["finetune.out_dir=/elsewhere"])
+    settings, placement = split_placement(seed_overrides(base, runs, runs["r"], 2))
+    cfg = load_config(
+        params=None,
+        profile="smoke",
+        overrides=["finetune.out_dir=/elsewhere", "finetune.lr=1e-5", *placement],
+        run_layer=(runs["r"].source, settings),
+    )
+    assert cfg.finetune.out_dir == "/elsewhere/st/r/s2" and cfg.seed == 2
+    assert cfg.finetune.lr == 1e-5  # a setting of the run still yields to --set
