@@ -30,9 +30,10 @@ def _band(ax, xs: list[float], samples: list[list[float]], label: str, colour: s
     mean = [statistics.fmean(s) for s in samples]
     std = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in samples]
     ax.plot(xs, mean, style, color=colour, marker="o", markersize=3, label=f"{label} (n={min(map(len, samples))})")
+    lower = [max(0.0, m - s) for m, s in zip(mean, std, strict=True)]  # AP is never negative
     ax.fill_between(
         xs,
-        [m - s for m, s in zip(mean, std, strict=True)],
+        lower,
         [m + s for m, s in zip(mean, std, strict=True)],
         color=colour,
         alpha=0.15,
@@ -61,6 +62,7 @@ def figure4(runs: pd.DataFrame, pairs: Mapping[str, str], title: str, out: Path)
         ax.set_title(area)
         ax.set_xlabel("IoU threshold")
         ax.grid(alpha=0.3)
+        _from_zero(ax)
     axes[0].set_ylabel("AP (%)")
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8)
@@ -106,16 +108,32 @@ def figure6(
         ax.set_xlabel("fine-tuning epoch")
         ax.set_ylabel("AP (%)")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-        else:
+        _from_zero(ax)
+        if not ax.get_legend_handles_labels()[0]:
             ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle("Figure 6. Convergence: AP against fine-tuning epoch, ImageNet pretraining (mean ± std over seeds)")
-    fig.tight_layout()
+    legend = {}  # one legend for the figure: a method has the same colour in every panel
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label.split(" (n=")[0], handle)
+    counts = {len(runs[runs["run_key"] == r.run]) for _, rows in panels for r in rows} if not runs.empty else set()
+    seeds = sorted(counts - {0})
+    n = f"{seeds[0]} " if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]} " if seeds else ""
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), fontsize=9)
+    fig.suptitle(
+        f"Figure 6. Convergence: AP against fine-tuning epoch, ImageNet pretraining (mean ± std over {n}seeds)"
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     _save(fig, out)
     return sorted(set(used))
+
+
+def _from_zero(ax: plt.Axes) -> None:
+    """AP axes start at 0; an all-zero panel still shows a readable 0-1 range."""
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, top if top > 0 else 1)
 
 
 def _save(fig: plt.Figure, out: Path) -> None:

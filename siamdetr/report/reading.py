@@ -29,8 +29,8 @@ def _versus(
     if a is None or b is None:
         return None, "—"
     gap = a[0] - b[0]
-    noise = "beyond" if abs(gap) > max(a[1], b[1]) else "within"
-    return gap > 0, f"{names[0]} {a[0]:.2f}±{a[1]:.2f} vs {names[1]} {b[0]:.2f}±{b[1]:.2f} ({noise} seed spread)"
+    noise = "tie" if gap == 0 else "beyond seed spread" if abs(gap) > max(a[1], b[1]) else "within seed spread"
+    return gap > 0, f"{names[0]} {a[0]:.3f}±{a[1]:.3f} vs {names[1]} {b[0]:.3f}±{b[1]:.3f} ({noise})"
 
 
 def best_in_groups(t: TableData, where: str) -> list[Claim]:

@@ -94,6 +94,11 @@ def _fmt(x: float | None, digits: int = 1, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
+def _digits(x: float) -> int:
+    """One decimal as the paper prints; two below 1 AP, where a small scale's numbers live."""
+    return 1 if abs(x) >= 1 else 2
+
+
 def _header(t: TableData) -> list[str]:
     cols = [LABEL_NAMES[k] for k in t.labels]
     for m in t.table.metrics:
@@ -109,7 +114,8 @@ def _cells(t: TableData, bold: tuple[str, str]) -> list[list[str]]:
         for m in t.table.metrics:
             c = cells[m]
             paper = _fmt(c.paper)
-            ours = "—" if c.mean is None else f"{c.mean:.1f} ± {c.std:.1f} (n={c.n})"
+            d = 0 if c.mean is None else _digits(c.mean)
+            ours = "—" if c.mean is None else f"{c.mean:.{d}f} ± {c.std:.{d}f} (n={c.n})"
             row += [
                 f"{lo}{paper}{hi}" if c.bold_paper else paper,
                 f"{lo}{ours}{hi}" if c.bold_ours else ours,

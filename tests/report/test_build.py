@@ -78,7 +78,7 @@ def test_the_reading_checks_claims_with_numbers(report):
     out, _, _ = report
     index = (out / "index.md").read_text()
     line = next(x for x in index.splitlines() if "best AP (Conditional 100 queries 50 epochs, ImageNet" in x)
-    assert "| yes |" in line and "ours 6.00±1.00 vs UP-DETR 3.00±1.00 (beyond seed spread)" in line
+    assert "| yes |" in line and "ours 6.000±1.000 vs UP-DETR 3.000±1.000 (beyond seed spread)" in line
     assert "| — (missing runs) |" in next(
         x for x in index.splitlines() if "Deform-MS 300 queries 50 epochs, Image" in x
     )
