@@ -241,6 +241,7 @@ class GridConfig:
     query_scale: float = opt(1.0, positive, doc="a row's model.num_queries is multiplied by this")
     epoch_scale: float = opt(1.0, positive, doc="a row's finetune.epochs and lr_drop are multiplied by this")
     keep_checkpoints: bool = opt(True, doc="false: a finished run keeps its outputs but drops checkpoint.pth")
+    profile_keys: list[str] = opt([], doc="dotted keys whose row values this profile replaces with its own")
 
 
 @dataclass
@@ -519,6 +520,11 @@ def check_consistency(cfg: Config) -> None:
             f"{cfg.source_of('finetune.crop_min')}: finetune.crop_min = {f.crop_min} is larger than "
             f"finetune.crop_max = {f.crop_max}"
         )
+    for key in cfg.grid.profile_keys:
+        section, _, name = key.partition(".")
+        known = SECTIONS if section in SECTIONS else ()
+        if not known or name not in {x.name for x in dataclasses.fields(getattr(cfg, section))}:
+            raise ConfigError(f"{cfg.source_of('grid.profile_keys')}: grid.profile_keys: {key!r} is not a config key")
     if not f.train_scales:
         raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
 

@@ -77,9 +77,11 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def scaled(run: Run, cfg: Config) -> dict[str, Any]:
-    """The run's overrides with paper-scale query counts and schedules shrunk by the profile's grid scales."""
+    """The run's overrides with paper-scale query counts and schedules shrunk by the profile's grid scales,
+    and without the keys the profile sets for itself (e.g. COCO's pretraining batch of 64 and 480-800 px
+    views, which a CPU profile cannot afford)."""
     g = cfg.grid
-    out = dict(run.overrides)
+    out = {k: v for k, v in run.overrides.items() if k not in g.profile_keys}
     if "model.num_queries" in out:
         out["model.num_queries"] = max(1, round(out["model.num_queries"] * g.query_scale))
     for key in ("finetune.epochs", "finetune.lr_drop"):

@@ -55,6 +55,19 @@ def test_shipped_runs_resolve_to_valid_configs_with_the_paper_settings():
     d = cfg_of("voc-dms300-e50-in-detreg")
     assert (d.model.num_queries, d.finetune.lr, d.finetune.lr_backbone) == (300, 2e-4, 2e-5)
     assert cfg_of("voc-cond100-e50-scratch").finetune.init is None
+    coco = cfg_of("coco-cond100-updetr").pretrain  # COCO pretraining: batch 64, 480-800 px views (official code)
+    assert (coco.batch_size, coco.short_min, coco.short_max, coco.max_size) == (64, 480, 800, 1333)
+    imagenet = cfg_of("in-cond100-updetr").pretrain
+    assert (imagenet.batch_size, imagenet.short_min, imagenet.short_max, imagenet.max_size) == (256, 320, 480, 600)
+
+
+def test_a_profile_keeps_its_own_value_of_its_profile_keys():
+    runs = load_runs(RUNS_FILE)
+    tiny = load_config(params=None, profile="tiny", check_paths=False)
+    overrides = scaled(runs["coco-cond100-siamese"], tiny)
+    assert "pretrain.batch_size" not in overrides and overrides["pretrain.lambda_g"] == 0.3
+    with pytest.raises(ConfigError, match="grid.profile_keys: 'pretrain.batchsize' is not a config key"):
+        load_config(params=None, overrides=["grid.profile_keys=[pretrain.batchsize]"], check_paths=False)
 
 
 def test_scaled_shrinks_queries_and_schedules_but_never_to_zero(tmp_path):
