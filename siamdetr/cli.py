@@ -57,6 +57,16 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="shortcut for --set seed=N")
 
 
+def add_grid_args(p: argparse.ArgumentParser) -> None:
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument(
+        "--run",
+        metavar="NAME",
+        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds (or only --seed)",
+    )
+    grid.add_argument("--stage", metavar="GROUP", help="every run of one group of the grid (what each DVC stage calls)")
+
+
 def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = (), run_layer=None):  # -> Config
     """The validated config; input paths are checked for the sections this command reads."""
     from siamdetr.config import load_config  # lazy: a fast --help
@@ -328,13 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "frozen; writes <pretrain.out_dir>/pretrained.pth for `finetune --init`; a rerun resumes. "
         "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli pretrain ...",
     )
-    grid = p.add_mutually_exclusive_group()
-    grid.add_argument(
-        "--run",
-        metavar="NAME",
-        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds (or only --seed)",
-    )
-    grid.add_argument("--stage", metavar="GROUP", help="every run of one group of the grid (what each DVC stage calls)")
+    add_grid_args(p)
     add_config_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -352,13 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from a pretraining checkpoint (same as "
         "--set finetune.init=...; class head reset, other keys mapped by name: docs/finetuning.md)",
     )
-    grid = p.add_mutually_exclusive_group()
-    grid.add_argument(
-        "--run",
-        metavar="NAME",
-        help="one named run of the experiment grid (grid.runs_file), every seed of grid.seeds (or only --seed)",
-    )
-    grid.add_argument("--stage", metavar="GROUP", help="every run of one group of the grid (what each DVC stage calls)")
+    add_grid_args(p)
     add_config_args(p)
     p.set_defaults(func=cmd_finetune)
 
