@@ -94,6 +94,7 @@ class SynthConfig:
     voc_test: int = opt(100, at_least(1))
     max_objects: int = opt(8, at_least(1), doc="objects per scene-centric image, at most")
     size_mix: list[float] = opt([0.35, 0.4, 0.25], probabilities, doc="small / medium / large object mix (COCO's)")
+    clutter: float = opt(1.0, unit_interval, doc="background clutter (lines, curves, outlines, blotches): 0-1")
     workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
 
 

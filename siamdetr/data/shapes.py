@@ -152,9 +152,15 @@ def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray)
     return fill + rng.normal(0, 6, (height, width, 3)).astype(np.float32)
 
 
-def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _scaled(count: int, clutter: float) -> int:
+    return int(round(count * clutter))
+
+
+def background(rng: np.random.Generator, height: int, width: int, clutter: float = 1.0) -> np.ndarray:
     """A cluttered float32 background: gradient, low-frequency blotches, and lines, curves and outlines
-    whose edges are not objects, so proposal methods have something to get wrong."""
+    whose edges are not objects, so proposal methods have something to get wrong. `clutter` in [0, 1]
+    scales the blotches and the number of lines, curves and outlines (0: the gradient alone); the random
+    draws are the same for any value, so clutter 1 is the original image."""
     c0, c1 = random_colour(rng) * 0.8, random_colour(rng) * 0.8
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -162,18 +168,18 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
     img = c0[None, None] * (1 - ramp[..., None]) + c1[None, None] * ramp[..., None]
     blotches = rng.normal(0, 28, (4, 4, 3)).astype(np.float32)
-    img += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC)
+    img += clutter * cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC)
     img = np.ascontiguousarray(np.clip(img, 0, 255))
     scale = max(height, width) / 128
-    for _ in range(rng.integers(3, 9)):  # straight lines
+    for _ in range(_scaled(rng.integers(3, 9), clutter)):  # straight lines
         p0 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         cv2.line(img, p0, p1, random_colour(rng).tolist(), int(rng.integers(1, 3)), cv2.LINE_AA)
-    for _ in range(rng.integers(1, 4)):  # wandering curves
+    for _ in range(_scaled(rng.integers(1, 4), clutter)):  # wandering curves
         steps = rng.normal(0, 6 * scale, (12, 2)).cumsum(0)
         pts = (steps + [rng.uniform(0, width), rng.uniform(0, height)]).astype(np.int32)
         cv2.polylines(img, [pts], False, random_colour(rng).tolist(), 1, cv2.LINE_AA)
-    for _ in range(rng.integers(0, 3)):  # empty outlines: box-like edges with nothing inside
+    for _ in range(_scaled(rng.integers(0, 3), clutter)):  # empty outlines: box-like edges with nothing inside
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
         w, h = int(rng.integers(4, width // 2 + 5)), int(rng.integers(4, height // 2 + 5))
         cv2.rectangle(img, (x0, y0), (x0 + w, y0 + h), random_colour(rng).tolist(), 1)

@@ -106,9 +106,10 @@ def compose_scene(
     max_objects: int,
     crowd_prob: float,
     size_mix: Sequence[float],
+    clutter: float = 1.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """A scene-centric image: cluttered background, 1..max_objects shapes with occlusion."""
-    img = background(rng, height, width)
+    img = background(rng, height, width, clutter)
     ids = np.zeros((height, width), np.int32)  # which object owns each pixel (0 = background)
     placed: list[dict[str, Any]] = []
     for k in range(int(rng.integers(1, max_objects + 1))):
@@ -185,7 +186,7 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
     width, height = image_size(rng, cfg.image_size)
     if split == "imagenet":
         shape = IMAGENET_SHAPES[index % cfg.imagenet_classes % len(IMAGENET_SHAPES)]
-        img = background(rng, height, width)
+        img = background(rng, height, width, cfg.clutter)
         side = rng.uniform(0.35, 0.75) * min(width, height)
         aspect = rng.uniform(0.75, 1.33)
         cx, cy = width / 2 + rng.uniform(-0.12, 0.12) * width, height / 2 + rng.uniform(-0.12, 0.12) * height
@@ -196,7 +197,9 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
         return img, SynthImage(split, index, width, height, [])
     coco = split.startswith("coco")
     classes = COCO_CLASSES if coco else VOC_CLASSES
-    img, placed = compose_scene(rng, width, height, classes, cfg.max_objects, CROWD_PROB if coco else 0.0, cfg.size_mix)
+    img, placed = compose_scene(
+        rng, width, height, classes, cfg.max_objects, CROWD_PROB if coco else 0.0, cfg.size_mix, cfg.clutter
+    )
     return img, SynthImage(split, index, width, height, [_to_object(p, width, height) for p in placed])
 
 

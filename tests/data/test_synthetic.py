@@ -116,3 +116,18 @@ def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path, synth_cfg):
     with pytest.raises(FileExistsError, match="not written by siamdetr"):
         write_synthetic(tmp_path / "mine", synth_cfg, workers=1)
     assert (tmp_path / "mine" / "precious.txt").read_text() == "keep"
+
+
+def test_clutter_scales_the_background_edges_and_one_is_the_original():
+    import cv2
+    import numpy as np
+
+    from siamdetr.data.shapes import background
+
+    def edges(img):
+        return float(cv2.Laplacian(img.astype(np.float32), cv2.CV_32F).var())
+
+    default = background(np.random.default_rng(3), 96, 128)
+    assert np.array_equal(background(np.random.default_rng(3), 96, 128, clutter=1.0), default)
+    plain = background(np.random.default_rng(3), 96, 128, clutter=0.0)
+    assert edges(plain) < 0.01 * edges(default)  # the gradient alone: no lines, curves or outlines
