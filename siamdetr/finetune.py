@@ -31,7 +31,7 @@ from siamdetr.engine.checkpoint import (
     training_state,
 )
 from siamdetr.engine.distributed import DistInfo, gather_lists, init_distributed, mean_across_processes
-from siamdetr.engine.loop import StepHook, predict, train_one_epoch
+from siamdetr.engine.loop import StepHook, one_drop_schedule, predict, train_one_epoch
 from siamdetr.io import atomic_write_json
 from siamdetr.models.detr import DETR
 from siamdetr.models.variants import VARIANTS, build_detector
@@ -70,7 +70,7 @@ def build_criterion(cfg: Config, num_classes: int) -> tuple[nn.Module, dict[str,
 def build_optimizer(
     model: nn.Module, cfg: Config
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with the backbone at its own lr, and a step schedule (÷10 at lr_drop)."""
+    """AdamW with the backbone at its own lr; the lr is divided by 10 once, after lr_drop epochs."""
     f = cfg.finetune
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
@@ -78,7 +78,7 @@ def build_optimizer(
     if backbone:
         groups.append({"params": backbone, "lr": f.lr_backbone})
     optimizer = torch.optim.AdamW(groups, lr=f.lr, weight_decay=f.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, f.lr_drop)
+    return optimizer, one_drop_schedule(optimizer, f.lr_drop)
 
 
 def load_init(model: DETR, path: str | Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from siamdetr.config import Config, ConfigError
 from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
-from siamdetr.engine.loop import NonFiniteLoss, autocast
+from siamdetr.engine.loop import NonFiniteLoss, autocast, one_drop_schedule
 from siamdetr.io import atomic_write_json
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
@@ -155,7 +155,7 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
     method = build_method(cfg).to(dist_info.device)
     params = [q for q in method.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, p.lr_drop)
+    scheduler = one_drop_schedule(optimizer, p.lr_drop)
     start_epoch, history = resume(out / CHECKPOINT, cfg.params_hash(), method, optimizer, scheduler)
     meta = {
         "method": p.method,
