@@ -70,7 +70,7 @@ def stage_params_hash(cfg: Config) -> str:
     relevant = {
         "seed": cfg.seed,
         "data": dataclasses.asdict(cfg.data),
-        "model": cfg.model.backbone,
+        "model": [cfg.model.backbone, cfg.model.small_width],
         "backbone": section,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
@@ -78,7 +78,7 @@ def stage_params_hash(cfg: Config) -> str:
 
 def build_swav(cfg: Config) -> SwAV:
     b = cfg.backbone
-    trunk = resnet_trunk("small", frozen_bn=False)
+    trunk = resnet_trunk("small", frozen_bn=False, small_width=cfg.model.small_width)
     return SwAV(trunk, b.feature_dim, b.prototypes, b.temperature, b.epsilon, b.sinkhorn_iters)
 
 

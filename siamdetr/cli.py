@@ -75,20 +75,30 @@ def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = (), r
     return load_config(args.params, args.profile, args.experiment, overrides, sections, run_layer)
 
 
-def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callable) -> dict:
+def run_grid(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
     """`--run NAME` or `--stage NAME`: named runs of the experiment grid (grid.runs_file), every seed of
-    grid.seeds (or only --seed); returns {run name: summary over seeds}."""
-    from siamdetr.grid import execute, load_runs, split_placement, write_stage_summary
+    grid.seeds (or only --seed), in grid.workers processes; returns {run name: summary over seeds}."""
+    from siamdetr.grid import (
+        execute,
+        load_runs,
+        plan,
+        selected,
+        split_placement,
+        stage_dir,
+        write_stage_summary,
+    )
 
     base = config_from_args(args, ())
     runs = load_runs(base.grid.runs_file)
     kind = args.command
     mine = {n: r for n, r in runs.items() if r.kind == kind}
     if args.stage:
-        chosen = [r for r in mine.values() if r.stage == args.stage]
-        if not chosen:
-            known = sorted({r.stage for r in mine.values()})
+        known = sorted({r.stage for r in mine.values()})
+        if args.stage not in known:
             raise ConfigError(f"{base.grid.runs_file}: no {kind} stage {args.stage!r} (stages: {', '.join(known)})")
+        chosen = selected([r for r in mine.values() if r.stage == args.stage], runs, base)
+        if not chosen:
+            log.info("stage %s: no run of it is in grid.include of profile %s", args.stage, base.profile)
     elif args.run in mine:
         chosen = [mine[args.run]]
     else:
@@ -97,7 +107,7 @@ def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callabl
             f"{', '.join(sorted(mine)[:5])}, ...)"
         )
     seeds = [args.seed] if args.seed is not None else base.grid.seeds
-    summaries = {}
+    jobs = []
     for run in chosen:
 
         def configure(overrides: dict, run=run):
@@ -105,7 +115,10 @@ def run_grid(args: argparse.Namespace, sections: tuple[str, ...], train: Callabl
             seed_args = argparse.Namespace(**{**vars(args), "seed": None, "overrides": args.overrides + placement})
             return config_from_args(seed_args, sections, (run.source, settings))
 
-        summaries[run.name] = execute(run, seeds, configure, base, runs, train)
+        jobs += plan(run, seeds, configure, base, runs)
+    summaries = execute(jobs, base.grid.workers)
+    if args.stage:  # DVC's output, even where this profile runs none of the stage's runs
+        stage_dir(base, kind, args.stage).mkdir(parents=True, exist_ok=True)
     if kind == "finetune" and args.stage:
         write_stage_summary(base, args.stage, summaries, seeds)
     return summaries
@@ -186,7 +199,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from siamdetr.pretrain_stage import PRETRAINED, pretrain
 
     if args.run or args.stage:
-        summaries = run_grid(args, ("data", "model", "pretrain"), lambda cfg, tags: pretrain(cfg, tags=tags))
+        summaries = run_grid(args, ("data", "model", "pretrain"))
         for name, s in summaries.items():
             print(f"pretraining run {name}: seeds {s['seeds']} done, last loss {s['loss']:.3f} ± {s['loss_std']:.3f}")
         return
@@ -201,7 +214,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.init is not None:
         args.overrides.append(f"finetune.init={args.init}")
     if args.run or args.stage:
-        summaries = run_grid(args, ("data", "model", "finetune"), lambda cfg, tags: finetune(cfg, tags=tags))
+        summaries = run_grid(args, ("data", "model", "finetune"))
         for name, s in summaries.items():
             print(f"fine-tuning run {name}: AP {s['AP']:.1f} ± {s['AP_std']:.1f} over seeds {s['seeds']}")
         return

@@ -51,6 +51,13 @@ def at_least(lo: int) -> Check:
     return check
 
 
+def between(lo: int, hi: int) -> Check:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be in [{lo}, {hi}]"
+
+    return check
+
+
 def open_unit_interval(v: Any) -> str | None:
     return None if 0 < v < 1 else "must be in the open interval (0, 1)"
 
@@ -86,7 +93,7 @@ class SynthConfig:
     """Size of the embedded synthetic datasets (written by `siamdetr data synth`)."""
 
     image_size: int = opt(128, at_least(32), doc="long side of every image, px")
-    imagenet_classes: int = opt(8, at_least(1), doc="wnid folders in the ImageNet-like set")
+    imagenet_classes: int = opt(14, between(1, 14), doc="wnid folders (shape classes) in the ImageNet-like set")
     imagenet_images: int = opt(400, at_least(1), doc="unlabeled object-centric images")
     coco_train: int = opt(200, at_least(1))
     coco_val: int = opt(50, at_least(1))
@@ -95,6 +102,7 @@ class SynthConfig:
     max_objects: int = opt(8, at_least(1), doc="objects per scene-centric image, at most")
     size_mix: list[float] = opt([0.35, 0.4, 0.25], probabilities, doc="small / medium / large object mix (COCO's)")
     clutter: float = opt(1.0, unit_interval, doc="background clutter (lines, curves, outlines, blotches): 0-1")
+    min_object_side: float = opt(0.0, non_negative, doc="objects in scene images are at least this wide, px")
     workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
 
 
@@ -191,6 +199,7 @@ class ModelConfig:
     variant: Literal["vanilla", "conditional", "deform_ss", "deform_ms"] = opt("conditional")
     backbone: Literal["resnet50", "small"] = opt("small", doc="resnet50 (paper) or a small ResNet for CPU")
     backbone_checkpoint: str | None = opt(None, must_exist=True, doc="SwAV / torchvision ResNet weights")
+    small_width: int = opt(32, at_least(4), doc="the small ResNet's first stage width (then x2, x4, x8)")
     train_backbone: bool = opt(True, doc="fine-tune the backbone (at lr_backbone)")
     d_model: int = opt(256, at_least(8))
     nheads: int = opt(8, at_least(1))
@@ -243,6 +252,8 @@ class GridConfig:
     epoch_scale: float = opt(1.0, positive, doc="a row's finetune.epochs and lr_drop are multiplied by this")
     keep_checkpoints: bool = opt(True, doc="false: a finished run keeps its outputs but drops checkpoint.pth")
     profile_keys: list[str] = opt([], doc="dotted keys whose row values this profile replaces with its own")
+    include: list[str] = opt(["*"], doc="run names this profile runs (shell patterns); the others are skipped")
+    workers: int = opt(1, at_least(1), doc="processes per grid stage; with more than 1, one thread each")
 
 
 @dataclass

@@ -9,6 +9,7 @@ process (a finished seed is skipped, an interrupted one resumes from its checkpo
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -76,6 +77,20 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
+def selected(candidates: list[Run], runs: Mapping[str, Run], cfg: Config) -> list[Run]:
+    """The candidates this profile runs (grid.include: patterns of run names); a fine-tune is only run
+    together with the pretraining it starts from."""
+    patterns = cfg.grid.include
+    chosen = [r for r in candidates if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+    for run in chosen:
+        if run.pretrain is not None and not any(fnmatch.fnmatchcase(run.pretrain, p) for p in patterns):
+            raise ConfigError(
+                f"{cfg.source_of('grid.include')}: grid.include selects {run.name} but not the pretraining "
+                f"{run.pretrain} it starts from"
+            )
+    return chosen
+
+
 def scaled(run: Run, cfg: Config) -> dict[str, Any]:
     """The run's overrides with paper-scale query counts and schedules shrunk by the profile's grid scales,
     and without the keys the profile sets for itself (e.g. COCO's pretraining batch of 64 and 480-800 px
@@ -128,35 +143,114 @@ def split_placement(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[
     return settings, placement
 
 
-def execute(
-    run: Run,
-    seeds: list[int],
-    configure: Callable[[dict[str, Any]], Config],
-    base: Config,
-    runs: Mapping[str, Run],
-    train: Callable[[Config, dict[str, str]], dict[str, Any]],
-) -> dict[str, Any]:
-    """Run every seed of `run`, skipping those already finished with the same settings; returns the summary
-    over seeds. `configure(overrides)` resolves a seed's config; `train(cfg, tags)` is pretrain or finetune.
-    """
-    per_seed: dict[int, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class Job:
+    """One seed of one run, resolved: its config, where it writes, and the key a finished copy must match."""
+
+    run: Run
+    seed: int
+    cfg: Config
+    out: Path
+    key: str
+
+
+def plan(
+    run: Run, seeds: list[int], configure: Callable[[dict[str, Any]], Config], base: Config, runs: Mapping[str, Run]
+) -> list[Job]:
+    """Every seed of `run` as a Job; `configure(overrides)` resolves a seed's config."""
+    jobs = []
     for seed in seeds:
         cfg = configure(seed_overrides(base, runs, run, seed))
         out = Path(cfg.pretrain.out_dir if run.kind == "pretrain" else cfg.finetune.out_dir)
-        key = done_key(cfg, run.kind)
-        done = _read_done(out / DONE, key)
-        if done is not None:
-            log.info("%s seed %d: already finished (%s); skipped", run.name, seed, out / DONE)
-            per_seed[seed] = done
-            continue
-        tags = {"run_key": run.name, "dvc_stage": f"{run.kind}@{run.stage}", "grid_stage": run.stage}
-        result = train(cfg, tags)
-        per_seed[seed] = result
-        if is_main_process():  # under torchrun every process runs the grid; one writes
-            if not base.grid.keep_checkpoints:
-                (out / "checkpoint.pth").unlink(missing_ok=True)
-            atomic_write_json(out / DONE, {"key": key, "result": result}, indent=2)
-    return summarise(run, per_seed)
+        jobs.append(Job(run, seed, cfg, out, done_key(cfg, run.kind)))
+    return jobs
+
+
+def train_job(job: Job, threads: int | None = None) -> dict[str, Any]:
+    """Train one job (in this process or a pool worker) with the stage's function for its kind."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    tags = {"run_key": job.run.name, "dvc_stage": f"{job.run.kind}@{job.run.stage}", "grid_stage": job.run.stage}
+    if job.run.kind == "pretrain":
+        from siamdetr.pretrain_stage import pretrain
+
+        return pretrain(job.cfg, tags=tags)
+    from siamdetr.finetune import finetune
+
+    return finetune(job.cfg, tags=tags)
+
+
+Train = Callable[[Job, int | None], dict[str, Any]]
+
+
+def execute(jobs: list[Job], workers: int = 1, train: Train = train_job) -> dict[str, Any]:
+    """Run every job not already finished with the same settings; returns {run name: summary over seeds}.
+
+    With workers > 1 the pending jobs run in that many processes of one thread each, longest-first in the
+    order given; a job's result does not depend on which process runs it (each seeds itself), only on the
+    thread count, which is therefore always 1 in a pool.
+    """
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    pending = []
+    for job in jobs:
+        done = _read_done(job.out / DONE, job.key)
+        if done is None:
+            pending.append(job)
+        else:
+            log.info("%s seed %d: already finished (%s); skipped", job.run.name, job.seed, job.out / DONE)
+            results[job.run.name, job.seed] = done
+    if workers <= 1 or len(pending) <= 1:
+        for job in pending:
+            results[job.run.name, job.seed] = _finish(job, train(job, None))
+    else:
+        results |= _execute_in_pool(pending, workers, train)
+    summaries: dict[str, Any] = {}
+    for job in jobs:
+        per_seed = {j.seed: results[j.run.name, j.seed] for j in jobs if j.run.name == job.run.name}
+        summaries.setdefault(job.run.name, summarise(job.run, per_seed))
+    return summaries
+
+
+def _execute_in_pool(pending: list[Job], workers: int, train: Train) -> dict[tuple[str, int], dict[str, Any]]:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    # spawn, not fork: a forked child inherits the parent's OpenMP and MLflow state
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    with ProcessPoolExecutor(min(workers, len(pending)), mp_context=context, initializer=_quiet_worker) as pool:
+        futures = {pool.submit(_train_in_worker, train, job): job for job in pending}
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in finished:
+            if future.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise future.exception()
+        for future, job in futures.items():
+            results[job.run.name, job.seed] = _finish(job, future.result())
+    return results
+
+
+def _quiet_worker() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _train_in_worker(train: Train, job: Job) -> dict[str, Any]:
+    log.warning("%s seed %d: started", job.run.name, job.seed)
+    result = train(job, 1)
+    log.warning("%s seed %d: finished", job.run.name, job.seed)
+    return result
+
+
+def _finish(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """Record a finished job (under torchrun every process runs the grid; one writes)."""
+    if is_main_process():
+        if not job.cfg.grid.keep_checkpoints:
+            (job.out / "checkpoint.pth").unlink(missing_ok=True)
+        atomic_write_json(job.out / DONE, {"key": job.key, "result": result}, indent=2)
+    return result
 
 
 SIAMESE_ONLY = ("tau", "lambda_g", "region_detection", "semantic", "jitter")
@@ -199,6 +293,7 @@ def write_stage_summary(base: Config, stage: str, summaries: Mapping[str, dict[s
     if not is_main_process():
         return
     root = stage_dir(base, "finetune", stage)
+    root.mkdir(parents=True, exist_ok=True)  # a stage without runs in this profile still has its output
     atomic_write_json(root.with_name(stage + ".metrics.json"), dict(summaries), indent=2)
     curves = {name: mean_curve(root / name, seeds) for name in summaries}
     atomic_write_text(root.with_name(stage + ".curves.csv"), curves_csv(curves))

@@ -1,6 +1,7 @@
 """The experiment grid: run files validated, paper values scaled, a finished seed skipped only when
 nothing it depends on changed."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 import yaml
 
 from siamdetr.config import ConfigError, load_config
-from siamdetr.grid import done_key, load_runs, scaled, seed_overrides, split_placement
+from siamdetr.grid import done_key, execute, load_runs, plan, scaled, seed_overrides, selected, split_placement
 from siamdetr.report.paper import load_paper
 
 RUNS_FILE = Path(__file__).parents[1] / "experiments" / "runs.yaml"
@@ -138,3 +139,59 @@ def test_a_seeds_placement_wins_over_set_so_set_out_dir_moves_the_whole_grid(tmp
     )
     assert cfg.finetune.out_dir == "/elsewhere/st/r/s2" and cfg.seed == 2
     assert cfg.finetune.lr == 1e-5  # a setting of the run still yields to --set
+
+
+def small_grid(tmp_path: Path) -> dict:
+    return load_runs(
+        write(
+            tmp_path,
+            {
+                "pretrain_stages": {"p": {"pa": {}, "pb": {}}},
+                "finetune_stages": {"f": {"fa": {"init": "pa"}, "fb": {"init": "pb"}, "fs": {}}},
+            },
+        )
+    )
+
+
+def test_grid_include_selects_runs_by_pattern_and_keeps_a_finetune_with_its_pretraining(tmp_path):
+    runs = small_grid(tmp_path)
+    finetunes = [r for r in runs.values() if r.kind == "finetune"]
+    cfg = load_config(params=None, overrides=["grid.include=[pa, fa, 'f?']"], check_paths=False)
+    with pytest.raises(ConfigError, match="selects fb but not the pretraining pb"):
+        selected(finetunes, runs, cfg)
+    cfg = load_config(params=None, overrides=["grid.include=[pa, fa, fs]"], check_paths=False)
+    assert [r.name for r in selected(finetunes, runs, cfg)] == ["fa", "fs"]
+    everything = load_config(params=None, check_paths=False)
+    assert len(selected(finetunes, runs, everything)) == 3
+
+
+def fake_train(job, threads):
+    """What a training writes that the grid reads back: a result that depends only on the run and seed."""
+    job.out.mkdir(parents=True, exist_ok=True)
+    (job.out / "trained").write_text(str(threads))
+    return {"AP": float(job.seed * 10 + len(job.run.name)), "AP50": 1.0}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_execute_runs_pending_seeds_once_in_any_number_of_processes(tmp_path, workers):
+    runs = small_grid(tmp_path)
+    dirs = [f"finetune.out_dir={tmp_path / 'ft'}", f"pretrain.out_dir={tmp_path / 'pt'}"]
+    base = load_config(params=None, profile="smoke", overrides=dirs, check_paths=False)
+    for seed in (0, 1):  # the pretrained weights fa starts from (the skip key hashes them)
+        weights = tmp_path / "pt" / "p" / "pa" / f"s{seed}" / "pretrained.pth"
+        weights.parent.mkdir(parents=True)
+        weights.write_bytes(b"weights")
+
+    def configure(overrides):
+        sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+        return load_config(params=None, profile="smoke", overrides=sets, check_paths=False)
+
+    jobs = [j for name in ("fs", "fa") for j in plan(runs[name], [0, 1], configure, base, runs)]
+    summaries = execute(jobs, workers, fake_train)
+    assert summaries["fs"]["AP"] == pytest.approx(7.0) and summaries["fs"]["AP_n"] == 2  # (2 + 12) / 2
+    assert summaries["fa"]["AP"] == pytest.approx(7.0)
+    assert {(j.out / "trained").read_text() for j in jobs} == {"None" if workers == 1 else "1"}
+    for job in jobs:
+        (job.out / "trained").unlink()
+    assert execute(jobs, workers, fake_train) == summaries  # every seed is done: nothing retrains
+    assert not any((j.out / "trained").exists() for j in jobs)

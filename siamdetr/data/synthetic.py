@@ -34,10 +34,12 @@ from siamdetr.io import atomic_dir, atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 MARKER = ".siamdetr-synthetic"
-COCO_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "heart")
-COCO_CATEGORY_IDS = (1, 2, 4, 5, 7, 11, 13, 17)  # non-contiguous, like COCO's
-VOC_CLASSES = ("arrow", "crescent", "diamond", "ellipse", "pentagon", "trapezoid")
-IMAGENET_SHAPES = COCO_CLASSES + VOC_CLASSES
+# The classes relate as the real datasets' do: VOC's are a subset of COCO's, and the ImageNet-like folders
+# cover every COCO class and more, so the unlabeled pretraining images show every downstream class.
+VOC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+COCO_CLASSES = (*VOC_CLASSES, "hexagon", "heart", "arrow", "crescent")
+COCO_CATEGORY_IDS = (1, 2, 4, 5, 7, 11, 13, 17, 18, 20)  # non-contiguous, like COCO's
+IMAGENET_SHAPES = (*COCO_CLASSES, "diamond", "ellipse", "pentagon", "trapezoid")
 COCO_REFERENCE_AREA = 640 * 480  # COCO's small/medium/large thresholds (32², 96²) refer to ~640x480 images
 MIN_VISIBLE = 0.35  # an object more occluded than this is re-placed
 DIFFICULT_VISIBLE = 0.6  # VOC: objects less visible than this are marked difficult
@@ -76,19 +78,24 @@ def image_size(rng: np.random.Generator, long_side: int) -> tuple[int, int]:
     return (long_side, short) if rng.random() < 0.7 else (short, long_side)
 
 
-def _sample_side(rng: np.random.Generator, width: int, height: int, size_mix: Sequence[float]) -> float:
-    """sqrt(area) of an object, drawn from COCO's small / medium / large ranges scaled to the image."""
+def _sample_side(
+    rng: np.random.Generator, width: int, height: int, size_mix: Sequence[float], min_side: float = 0.0
+) -> float:
+    """sqrt(area) of an object, drawn from COCO's small / medium / large ranges scaled to the image, and
+    raised to `min_side` pixels (COCO's small objects, scaled to a 64-pixel image, are 4 pixels wide)."""
     k = np.sqrt(area_scale(width, height))
     lo_small = max(5.0, 10 * k)
     edges = (lo_small, 32 * k, 96 * k, max(96 * k * 1.05, 0.55 * min(width, height)))
     bucket = rng.choice(3, p=np.asarray(size_mix) / np.sum(size_mix))
     lo, hi = edges[bucket], edges[bucket + 1]
-    return float(rng.uniform(min(lo, hi), max(lo, hi)))
+    return max(float(rng.uniform(min(lo, hi), max(lo, hi))), min_side)
 
 
-def _crowd_mask(rng: np.random.Generator, shape: str, width: int, height: int, size_mix: Sequence[float]) -> np.ndarray:
+def _crowd_mask(
+    rng: np.random.Generator, shape: str, width: int, height: int, size_mix: Sequence[float], min_side: float
+) -> np.ndarray:
     """Several small copies of one shape packed in one region: annotated once, with iscrowd=1."""
-    side = _sample_side(rng, width, height, size_mix) * 1.5 + 8
+    side = _sample_side(rng, width, height, size_mix, min_side) * 1.5 + 8
     cx, cy = rng.uniform(side / 2, width - side / 2), rng.uniform(side / 2, height - side / 2)
     mask = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(4, 8)):
@@ -107,6 +114,7 @@ def compose_scene(
     crowd_prob: float,
     size_mix: Sequence[float],
     clutter: float = 1.0,
+    min_side: float = 0.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """A scene-centric image: cluttered background, 1..max_objects shapes with occlusion."""
     img = background(rng, height, width, clutter)
@@ -117,9 +125,9 @@ def compose_scene(
         for _attempt in range(12):
             label = int(rng.integers(len(classes)))
             if crowd:
-                mask = _crowd_mask(rng, classes[label], width, height, size_mix)
+                mask = _crowd_mask(rng, classes[label], width, height, size_mix, min_side)
             else:
-                side = _sample_side(rng, width, height, size_mix)
+                side = _sample_side(rng, width, height, size_mix, min_side)
                 aspect = rng.uniform(0.7, 1.4)
                 rx, ry = side / 2 * aspect, side / 2 / aspect
                 cx = rng.uniform(-0.3 * rx, width + 0.3 * rx)  # may leave the frame: truncation
@@ -185,7 +193,7 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
     rng = np.random.default_rng([seed, SPLITS[split], index])
     width, height = image_size(rng, cfg.image_size)
     if split == "imagenet":
-        shape = IMAGENET_SHAPES[index % cfg.imagenet_classes % len(IMAGENET_SHAPES)]
+        shape = IMAGENET_SHAPES[index % cfg.imagenet_classes]
         img = background(rng, height, width, cfg.clutter)
         side = rng.uniform(0.35, 0.75) * min(width, height)
         aspect = rng.uniform(0.75, 1.33)
@@ -198,7 +206,15 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
     coco = split.startswith("coco")
     classes = COCO_CLASSES if coco else VOC_CLASSES
     img, placed = compose_scene(
-        rng, width, height, classes, cfg.max_objects, CROWD_PROB if coco else 0.0, cfg.size_mix, cfg.clutter
+        rng,
+        width,
+        height,
+        classes,
+        cfg.max_objects,
+        CROWD_PROB if coco else 0.0,
+        cfg.size_mix,
+        cfg.clutter,
+        cfg.min_object_side,
     )
     return img, SynthImage(split, index, width, height, [_to_object(p, width, height) for p in placed])
 

@@ -62,13 +62,15 @@ class SmallResNet(nn.Module):
         return {"C3": c3, "C4": c4, "C5": self.layer4(c4)}
 
 
-def resnet_trunk(name: Literal["resnet50", "small"], frozen_bn: bool = True) -> nn.Module:
-    """The bare trunk whose state dict a checkpoint is loaded into (no feature extraction wrapper)."""
+def resnet_trunk(name: Literal["resnet50", "small"], frozen_bn: bool = True, small_width: int = 32) -> nn.Module:
+    """The bare trunk whose state dict a checkpoint is loaded into (no feature extraction wrapper).
+    `small_width` is the small ResNet's first stage width (the others double it)."""
     norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     if name == "resnet50":
         return resnet50(weights=None, norm_layer=norm)
     if name == "small":
-        return SmallResNet(norm_layer=norm)
+        w = small_width
+        return SmallResNet((w, 2 * w, 4 * w, 8 * w), norm_layer=norm)
     raise ValueError(f"unknown backbone {name!r} (resnet50 or small)")
 
 
@@ -115,12 +117,13 @@ class Backbone(nn.Module):
         levels: tuple[str, ...] = ("C5",),
         trainable: bool = True,
         checkpoint: str | Path | None = None,
+        small_width: int = 32,
     ) -> None:
         super().__init__()
         unknown = set(levels) - set(LEVELS)
         if unknown:
             raise ValueError(f"unknown backbone levels {sorted(unknown)}; choose from {LEVELS}")
-        trunk = resnet_trunk(name, frozen_bn=True)
+        trunk = resnet_trunk(name, frozen_bn=True, small_width=small_width)
         if checkpoint is not None:
             load_trunk_weights(trunk, checkpoint)
         self.levels = tuple(levels)

@@ -59,7 +59,9 @@ def build_transformer(cfg: ModelConfig) -> nn.Module:
 def build_detector(cfg: ModelConfig, num_classes: int) -> DETR:
     """A detector for `num_classes` classes, with the backbone weights from cfg.backbone_checkpoint if set."""
     v = VARIANTS[cfg.variant]
-    backbone = Backbone(cfg.backbone, v.levels, trainable=cfg.train_backbone, checkpoint=cfg.backbone_checkpoint)
+    backbone = Backbone(
+        cfg.backbone, v.levels, cfg.train_backbone, cfg.backbone_checkpoint, small_width=cfg.small_width
+    )
     return DETR(
         backbone,
         build_transformer(cfg),
