@@ -44,7 +44,7 @@ from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_
 from siamdetr.engine.loop import StepHook
 from siamdetr.io import atomic_write_json
 from siamdetr.models.backbone import resnet_trunk
-from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, stack_crops, train_step
+from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, colour_crops, stack_crops, train_step
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def swav_one_epoch(
         skipped += batch["skipped"]
         if len(batch.get("crops", [])) < 2:  # BatchNorm needs two images; bad files left fewer
             continue
-        crops = [c.to(dist_info.device, non_blocking=True) for c in stack_crops(batch["crops"])]
+        crops = colour_crops([c.to(dist_info.device, non_blocking=True) for c in stack_crops(batch["crops"])])
         loss = train_step(model, crops, optimizer, first_step + i, cfg.backbone.freeze_prototypes_steps)
         scheduler.step()
         total += loss

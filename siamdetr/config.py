@@ -102,6 +102,9 @@ class SynthConfig:
     max_objects: int = opt(8, at_least(1), doc="objects per scene-centric image, at most")
     size_mix: list[float] = opt([0.35, 0.4, 0.25], probabilities, doc="small / medium / large object mix (COCO's)")
     clutter: float = opt(1.0, unit_interval, doc="background clutter (lines, curves, outlines, blotches): 0-1")
+    imagenet_clutter: float | None = opt(
+        None, unit_interval, doc="clutter of the object-centric ImageNet-like images; None: the same as clutter"
+    )
     min_object_side: float = opt(0.0, non_negative, doc="objects in scene images are at least this wide, px")
     workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
 

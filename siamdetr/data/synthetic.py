@@ -194,7 +194,7 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
     width, height = image_size(rng, cfg.image_size)
     if split == "imagenet":
         shape = IMAGENET_SHAPES[index % cfg.imagenet_classes]
-        img = background(rng, height, width, cfg.clutter)
+        img = background(rng, height, width, cfg.clutter if cfg.imagenet_clutter is None else cfg.imagenet_clutter)
         side = rng.uniform(0.35, 0.75) * min(width, height)
         aspect = rng.uniform(0.75, 1.33)
         cx, cy = width / 2 + rng.uniform(-0.12, 0.12) * width, height / 2 + rng.uniform(-0.12, 0.12) * height

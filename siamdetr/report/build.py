@@ -12,7 +12,7 @@ from siamdetr.config import Config
 from siamdetr.io import atomic_write_json, atomic_write_text
 from siamdetr.report.figures import figure4, figure6
 from siamdetr.report.paper import PaperTable, load_paper
-from siamdetr.report.reading import claims
+from siamdetr.report.reading import Claim, claims
 from siamdetr.report.runs import finetune_runs, metric_curves
 from siamdetr.report.tables import TableData, build_table, to_csv, to_latex, to_markdown
 
@@ -64,7 +64,7 @@ def index_md(
     tracking_uri: str,
     runs: pd.DataFrame,
     tables: dict[str, TableData],
-    found: list[tuple[str, str, bool | None, str]],
+    found: list[Claim],
     missing: dict[str, list[str]],
 ) -> str:
     lines = [
@@ -81,9 +81,18 @@ def index_md(
             "are checked anyway, with the numbers.",
             "",
         ]
-    lines += ["## What holds at this scale", "", "| Claim | Where | Holds? | Numbers |", "|---|---|---|---|"]
+    lines += [
+        "## What holds at this scale",
+        "",
+        "A claim holds when the mean per-seed difference has the paper's sign; it is beyond noise when the "
+        "95 % confidence interval of that mean (Student's t over the seeds both rows ran) excludes zero.",
+        "",
+        "| Claim | Where | Holds? | Beyond noise? | Numbers |",
+        "|---|---|---|---|---|",
+    ]
     verdict = {True: "yes", False: "no", None: "— (missing runs)"}
-    lines += [f"| {c} | {where} | {verdict[ok]} | {nums} |" for c, where, ok, nums in found]
+    noise = {True: "yes", False: "no", None: "—"}
+    lines += [f"| {c} | {where} | {verdict[ok]} | {noise[sig]} | {nums} |" for c, where, ok, sig, nums in found]
     lines.append("")
     for name, t in tables.items():
         lines += [f"## {_title(t.table)}", "", to_markdown(t)]

@@ -1,83 +1,160 @@
-"""The paper's claims, checked against the measured tables: (claim, where, holds?, numbers).
+"""The paper's claims, checked against the measured tables: (claim, where, holds?, beyond noise?, numbers).
 
-A claim holds when the measured means order as the paper says; the numbers say whether the gap is larger
-than the seed spread, so a reader can tell a real effect from noise.
+A claim compares two rows run with the same seeds. It holds when the mean of the per-seed differences has
+the paper's sign; it is beyond seed noise when the 95 % confidence interval of that mean (Student's t over
+the paired seeds) excludes zero. Pairing removes what a seed does to both rows alike (data order,
+initialisation), so the interval is much tighter than the rows' own spreads suggest when the rows move
+together.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
+from scipy import stats
 
 from siamdetr.report.runs import IOU_POINTS, summary
 from siamdetr.report.tables import TableData
 
-Claim = tuple[str, str, bool | None, str]
+Claim = tuple[str, str, bool | None, bool | None, str]
+CONFIDENCE = 0.95
 
 
-def _ap(t: TableData, method: str, group: str, metric: str = "AP") -> tuple[float, float] | None:
+@dataclass(frozen=True)
+class Paired:
+    """Per-seed differences a − b of one metric over the seeds both runs finished."""
+
+    mean: float
+    low: float | None  # the 95 % t-interval of the mean; None with one seed
+    high: float | None
+    n: int
+
+    @property
+    def beyond_noise(self) -> bool | None:
+        return None if self.low is None else self.low > 0 or self.high < 0
+
+
+def per_seed(runs: pd.DataFrame, run_key: str, metric: str) -> dict[int, float]:
+    if runs.empty or metric not in runs:
+        return {}
+    rows = runs.loc[runs["run_key"] == run_key, ["seed", metric]].dropna()
+    return {int(seed): float(v) for seed, v in zip(rows["seed"], rows[metric], strict=True)}
+
+
+def paired(runs: pd.DataFrame, run_a: str, run_b: str, metric: str = "AP") -> Paired | None:
+    """Mean and 95 % confidence interval of a − b over the seeds both runs have; None if they share none."""
+    a, b = per_seed(runs, run_a, metric), per_seed(runs, run_b, metric)
+    diffs = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+    if not diffs:
+        return None
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return Paired(mean, None, None, 1)
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return Paired(mean, mean - half, mean + half, len(diffs))
+
+
+def _run_of(t: TableData, method: str, group: str) -> str | None:
     for r, (_, cells, _) in zip(t.table.rows, t.rows, strict=True):
-        if r.group == group and r.labels.get("method") == method and cells[metric].mean is not None:
-            return cells[metric].mean, cells[metric].std or 0.0
+        if r.group == group and r.labels.get("method") == method and cells["AP"].mean is not None:
+            return r.run
     return None
 
 
-def _versus(
-    a: tuple[float, float] | None, b: tuple[float, float] | None, names: tuple[str, str]
-) -> tuple[bool | None, str]:
-    if a is None or b is None:
-        return None, "—"
-    gap = a[0] - b[0]
-    noise = "tie" if gap == 0 else "beyond seed spread" if abs(gap) > max(a[1], b[1]) else "within seed spread"
-    return gap > 0, f"{names[0]} {a[0]:.3f}±{a[1]:.3f} vs {names[1]} {b[0]:.3f}±{b[1]:.3f} ({noise})"
+def versus(runs: pd.DataFrame, run_a: str | None, run_b: str | None, names: tuple[str, str]) -> tuple:
+    """(holds, beyond noise, numbers) of "a beats b" on AP."""
+    p = None if run_a is None or run_b is None else paired(runs, run_a, run_b)
+    if p is None:
+        return None, None, "—"
+    sa, sb = summary(runs, run_a, "AP"), summary(runs, run_b, "AP")
+    interval = "" if p.low is None else f" [95% CI {p.low:+.2f}, {p.high:+.2f}]"
+    text = (
+        f"{names[0]} − {names[1]} = {p.mean:+.2f} AP{interval} over {p.n} paired seed{'s' * (p.n > 1)} "
+        f"({names[0]} {sa[0]:.2f}±{sa[1]:.2f}, {names[1]} {sb[0]:.2f}±{sb[1]:.2f})"
+    )
+    return p.mean > 0, p.beyond_noise, text
 
 
-def best_in_groups(t: TableData, where: str) -> list[Claim]:
-    out = []
+PRETRAINING = ("UP-DETR", "DETReg", "ours")
+
+
+def best_in_groups(t: TableData, runs: pd.DataFrame, where: str) -> list[Claim]:
+    """Per group of rows: each pretraining beats training from scratch, and Siamese DETR beats the best
+    other method."""
+    out: list[Claim] = []
     for group in dict.fromkeys(r.group for r in t.table.rows):
-        ours = _ap(t, "ours", group)
-        others = [(m, _ap(t, m, group)) for m in ("from scratch", "UP-DETR", "DETReg")]
-        others = [(m, v) for m, v in others if v is not None]
+        scratch = _run_of(t, "from scratch", group)
+        for method in PRETRAINING:
+            if any(r.group == group and r.labels.get("method") == method for r in t.table.rows):
+                name = "Siamese DETR" if method == "ours" else method
+                result = versus(runs, _run_of(t, method, group), scratch, (method, "scratch"))
+                out.append((f"{name} pretraining beats training from scratch ({group})", where, *result))
+        ours = _run_of(t, "ours", group)
+        others = [(m, _run_of(t, m, group)) for m in ("from scratch", "UP-DETR", "DETReg")]
+        others = [(m, r) for m, r in others if r is not None and summary(runs, r, "AP") is not None]
+        text = f"Siamese DETR has the best AP ({group})"
         if ours is None or not others:
-            out.append((f"Siamese DETR has the best AP ({group})", where, None, "—"))
+            out.append((text, where, None, None, "—"))
             continue
-        best_m, best = max(others, key=lambda mv: mv[1][0])
-        ok, nums = _versus(ours, best, ("ours", best_m))
-        out.append((f"Siamese DETR has the best AP ({group})", where, ok, nums))
+        best_m, best = max(others, key=lambda mr: summary(runs, mr[1], "AP")[0])
+        out.append((text, where, *versus(runs, ours, best, ("ours", best_m))))
     return out
 
 
 def claims(tables: Mapping[str, TableData], runs: pd.DataFrame, fig4_runs: Mapping[str, str]) -> list[Claim]:
     found: list[Claim] = []
-    found += best_in_groups(tables["table1"], "Table 1")
-    found += best_in_groups(tables["table2"], "Table 2")
+    found += best_in_groups(tables["table1"], runs, "Table 1")
+    found += best_in_groups(tables["table2"], runs, "Table 2")
     t3 = tables["table3"]
-    ok, nums = _versus(_ap(t3, "ours (e)", "ablation"), _ap(t3, "UP-DETR", "ablation"), ("(e)", "UP-DETR"))
-    found.append(("Both pretext tasks (e) beat UP-DETR", "Table 3", ok, nums))
-    ok, nums = _versus(_ap(t3, "ours (a)", "ablation"), _ap(t3, "UP-DETR", "ablation"), ("(a)", "UP-DETR"))
-    found.append(("Multi-view detection alone (a) beats single-view UP-DETR", "Table 3", ok, nums))
-    ok, nums = _versus(_ap(t3, "ours (d)", "ablation"), _ap(t3, "ours (c)", "ablation"), ("(d) R-C", "(c) R-O"))
-    found.append(("Crop-level region features (d) beat object-level ones (c)", "Table 3", ok, nums))
+
+    def t3_run(method: str) -> str | None:
+        return _run_of(t3, method, "ablation")
+
+    pairs = (
+        ("Both pretext tasks (e) beat UP-DETR", "ours (e)", "UP-DETR", ("(e)", "UP-DETR")),
+        ("Multi-view detection alone (a) beats single-view UP-DETR", "ours (a)", "UP-DETR", ("(a)", "UP-DETR")),
+        ("Crop-level region features (d) beat object-level ones (c)", "ours (d)", "ours (c)", ("(d) R-C", "(c) R-O")),
+    )
+    for text, a, b, names in pairs:
+        found.append((text, "Table 3", *versus(runs, t3_run(a), t3_run(b), names)))
     t4 = tables["table4"]
-    ok, nums = _versus(
-        _ap4(t4, "ours", "COCO→VOC", "Random"), _ap4(t4, "UP-DETR", "COCO→VOC", "Random"), ("ours", "UP-DETR")
+    found.append(
+        (
+            "With random proposals Siamese DETR beats UP-DETR (COCO→VOC)",
+            "Table 4",
+            *versus(
+                runs,
+                _run4(t4, "ours", "COCO→VOC", "Random"),
+                _run4(t4, "UP-DETR", "COCO→VOC", "Random"),
+                ("ours", "UP-DETR"),
+            ),
+        )
     )
-    found.append(("With random proposals Siamese DETR beats UP-DETR (COCO→VOC)", "Table 4", ok, nums))
-    ok, nums = _versus(
-        _ap4(t4, "ours", "COCO→VOC", "Edgeboxes"), _ap4(t4, "ours", "COCO→VOC", "Random"), ("EdgeBoxes", "random")
+    found.append(
+        (
+            "EdgeBoxes beat random proposals for Siamese DETR (COCO→VOC)",
+            "Table 4",
+            *versus(
+                runs,
+                _run4(t4, "ours", "COCO→VOC", "Edgeboxes"),
+                _run4(t4, "ours", "COCO→VOC", "Random"),
+                ("EdgeBoxes", "random"),
+            ),
+        )
     )
-    found.append(("EdgeBoxes beat random proposals for Siamese DETR (COCO→VOC)", "Table 4", ok, nums))
     found.append(_figure4_claim(runs, fig4_runs))
     return found
 
 
-def _ap4(t: TableData, method: str, dataset: str, proposals: str) -> tuple[float, float] | None:
-    for r, (_, cells, _) in zip(t.table.rows, t.rows, strict=True):
+def _run4(t: TableData, method: str, dataset: str, proposals: str) -> str | None:
+    for r in t.table.rows:
         labels = r.labels
         if (labels.get("method"), labels.get("dataset"), labels.get("proposals")) == (method, dataset, proposals):
-            c = cells["AP"]
-            return None if c.mean is None else (c.mean, c.std or 0.0)
+            return r.run
     return None
 
 
@@ -89,7 +166,8 @@ def _figure4_claim(runs: pd.DataFrame, fig4_runs: Mapping[str, str]) -> Claim:
         a = summary(runs, fig4_runs["ours"], f"AP_iou{t}")
         b = summary(runs, fig4_runs["UP-DETR"], f"AP_iou{t}")
         if a is None or b is None:
-            return text, "Figure 4", None, "—"
+            return text, "Figure 4", None, None, "—"
         lead[t] = a[0] - b[0]
     strict = sum(lead[t] for t in IOU_POINTS if t >= 70) / len([t for t in IOU_POINTS if t >= 70])
-    return text, "Figure 4", strict > lead[50], f"lead at 0.5: {lead[50]:+.2f}; mean lead at 0.7-0.95: {strict:+.2f}"
+    numbers = f"lead at 0.5: {lead[50]:+.2f}; mean lead at 0.7-0.95: {strict:+.2f}"
+    return text, "Figure 4", strict > lead[50], None, numbers

@@ -9,7 +9,16 @@ import torch.multiprocessing as mp
 
 from siamdetr.data.folder import ImageFolder
 from siamdetr.models.backbone import resnet_trunk
-from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, sinkhorn_knopp, swapped_prediction_loss, train_step
+from siamdetr.pretrain.swav import (
+    MultiCrop,
+    MultiCropImages,
+    SwAV,
+    colour_crops,
+    sinkhorn_knopp,
+    stack_crops,
+    swapped_prediction_loss,
+    train_step,
+)
 
 
 def test_sinkhorn_codes_are_a_transport_plan_with_an_equal_partition():
@@ -54,12 +63,17 @@ def test_swapped_loss_on_a_hand_built_case():
     assert swapped_prediction_loss(scores, codes, temperature=1.0).item() == pytest.approx(expected)
 
 
-def test_multi_crop_gives_two_global_then_local_normalised_crops():
+def test_multi_crop_gives_two_global_then_local_crops_normalised_after_colour():
     image = torch.randint(0, 256, (3, 60, 50), dtype=torch.uint8)
     crops = MultiCrop(global_size=32, local_size=16, n_local=3)(image)
     assert [tuple(c.shape) for c in crops] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
     assert all(c.dtype == torch.float32 and type(c) is torch.Tensor for c in crops)
-    assert crops[0].min() < 0 < crops[0].max()  # ImageNet-normalised, not [0, 1]
+    assert crops[0].min() >= 0 and crops[0].max() <= 1
+    batch = stack_crops([crops, MultiCrop(32, 16, 3)(image)])
+    coloured = colour_crops(batch, torch.Generator().manual_seed(0))
+    assert [c.shape for c in coloured] == [c.shape for c in batch]
+    assert coloured[0].min() < 0 < coloured[0].max()  # ImageNet-normalised, not [0, 1]
+    assert not torch.allclose(coloured[0][0], coloured[0][1])  # every crop its own colour
 
 
 def test_multi_crop_samples_depend_only_on_seed_epoch_and_index(synth_root):

@@ -78,9 +78,19 @@ def test_the_reading_checks_claims_with_numbers(report):
     out, _, _ = report
     index = (out / "index.md").read_text()
     line = next(x for x in index.splitlines() if "best AP (Conditional 100 queries 50 epochs, ImageNet" in x)
-    assert "| yes |" in line and "ours 6.000±1.000 vs UP-DETR 3.000±1.000 (beyond seed spread)" in line
+    assert "| yes | yes |" in line  # holds, and every seed's difference is +3: beyond noise
+    assert (
+        "ours − UP-DETR = +3.00 AP [95% CI +3.00, +3.00] over 3 paired seeds (ours 6.00±1.00, UP-DETR 3.00±1.00)"
+        in line
+    )
+    line = next(
+        x
+        for x in index.splitlines()
+        if "UP-DETR pretraining beats training from scratch (Conditional 100 queries 50 epochs, ImageNet" in x
+    )
+    assert "| yes | yes |" in line and "UP-DETR − scratch = +1.00 AP" in line  # +1 on every seed despite std 1
     assert "| — (missing runs) |" in next(
-        x for x in index.splitlines() if "Deform-MS 300 queries 50 epochs, Image" in x
+        x for x in index.splitlines() if "best AP (Deform-MS 300 queries 50 epochs, Image" in x
     )
 
 
@@ -89,3 +99,22 @@ def test_an_empty_store_gives_dashes_not_a_crash(store, tmp_path):
     record = build_reports(load_config(params=None, check_paths=False), tmp_path / "r", uri)
     assert len(record["missing"]["table3"]) == 6
     assert (tmp_path / "r" / "figures" / "figure6.png").is_file()
+
+
+def test_paired_differences_separate_a_consistent_gain_from_noise(store):
+    from siamdetr.report.reading import paired
+    from siamdetr.report.runs import finetune_runs
+
+    uri, client, exp = store
+    for seed, (a, b, c) in enumerate([(10.0, 9.0, 12.0), (20.0, 19.2, 15.0), (30.0, 28.9, 31.0)]):
+        log_run(client, exp, "a", seed, a)
+        log_run(client, exp, "b", seed, b)  # about 1 below a on every seed, though the seeds differ by 10
+        log_run(client, exp, "c", seed, c)
+    log_run(client, exp, "b", 3, 0.0)  # a seed that `a` lacks is not paired
+    runs = finetune_runs(uri)
+    gain = paired(runs, "a", "b")
+    assert gain.n == 3 and gain.mean == pytest.approx(0.9667, abs=1e-4)
+    assert gain.beyond_noise and 0 < gain.low < gain.mean < gain.high < 2  # t(0.975, 2) = 4.303
+    noise = paired(runs, "a", "c")
+    assert noise.low < 0 < noise.high and noise.beyond_noise is False
+    assert paired(runs, "a", "missing") is None
