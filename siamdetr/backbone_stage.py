@@ -1,17 +1,20 @@
-"""The `backbone` stage: SwAV self-supervision of the small ResNet on the unlabeled images, and a k-NN probe
-that says whether its features learned anything.
+"""The `backbone` stage: train the small ResNet on the unlabeled ImageNet(-like) images, and a k-NN probe
+on held-out images that says whether its features learned anything.
 
 The paper freezes a SwAV ResNet-50 during Transformer pretraining; CPU profiles cannot afford one, so this
-stage trains the small ResNet the same way. With model.backbone = resnet50 it trains nothing (the user
-supplies the SwAV checkpoint) and only writes a metrics.json that says so.
+stage trains the small ResNet with SwAV (`backbone.method: swav`), or supervised on the folder labels
+(`supervised`, the "Sup." backbone of Table 1; the tiny profile's choice, because SwAV does not converge
+in a CPU budget: docs/method.md). With model.backbone = resnet50 it trains nothing (the user supplies the
+SwAV checkpoint) and only writes a metrics.json that says so.
 
-Optimiser: AdamW with a per-step cosine decay of backbone.lr to zero (SwAV's schedule; AdamW instead of LARS
-because the batches here are small). Resumes exactly like fine-tuning: a checkpoint after every epoch, and
-each epoch's randomness a function of (seed, epoch). Outputs in backbone.out_dir:
+Every HOLD_OUT-th image is left out of training and queries the probe. Optimiser: AdamW with a linear
+warm-up and a per-step cosine decay of backbone.lr to zero (SwAV's schedule; AdamW instead of LARS because
+the batches here are small). Resumes exactly like fine-tuning: a checkpoint after every epoch, and each
+epoch's randomness a function of (seed, epoch). Outputs in backbone.out_dir:
 
-    checkpoint.pth  resume state (SwAV model, optimiser, schedule, RNG, history)
+    checkpoint.pth  resume state (model, optimiser, schedule, RNG, history)
     backbone.pth    the trained trunk, keys as resnet_trunk("small") has them: model.backbone_checkpoint
-    metrics.json    final loss; k-NN accuracy of the trained trunk and of its random initialisation
+    metrics.json    final loss; held-out k-NN accuracy of the trained trunk and of its random initialisation
     history.json    per-epoch loss and lr
 """
 
@@ -23,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -41,9 +45,10 @@ from siamdetr.data.prepare import manifest_entry
 from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
-from siamdetr.engine.loop import StepHook
+from siamdetr.engine.loop import NonFiniteLoss, StepHook
 from siamdetr.io import atomic_write_json
 from siamdetr.models.backbone import resnet_trunk
+from siamdetr.pretrain.supervised import LabelledCrops, SupervisedTrunk
 from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, colour_crops, stack_crops, train_step
 from siamdetr.tracking import RunLogger
 
@@ -54,7 +59,7 @@ BACKBONE = "backbone.pth"
 METRICS = "metrics.json"
 HISTORY = "history.json"
 KNN_K = 5
-KNN_FOLDS = 5  # fold f: every 5th image from index f queries the other four fifths
+HOLD_OUT = 5  # every 5th image is held out of the trunk's training and queries the k-NN probe
 KNN_MAX_IMAGES = 10_000  # an evenly strided subset of a large folder (real ImageNet) is enough for a probe
 
 
@@ -82,9 +87,19 @@ def build_swav(cfg: Config) -> SwAV:
     return SwAV(trunk, b.feature_dim, b.prototypes, b.temperature, b.epsilon, b.sinkhorn_iters)
 
 
-def make_loader(ds: MultiCropImages, cfg: Config, dist_info: DistInfo, epoch: int) -> DataLoader:
+def build_method(cfg: Config, images: ImageFolder) -> tuple[nn.Module, Dataset]:
+    """The model that trains the trunk (its `.trunk`) and the dataset of its training samples."""
+    b = cfg.backbone
+    if b.method == "swav":
+        return build_swav(cfg), MultiCropImages(images, MultiCrop(b.global_size, b.local_size, b.n_local), cfg.seed)
+    crops = LabelledCrops(images, b.global_size, cfg.seed)
+    trunk = resnet_trunk("small", frozen_bn=False, small_width=cfg.model.small_width)
+    return SupervisedTrunk(trunk, len(crops.classes)), crops
+
+
+def make_loader(ds: Subset, cfg: Config, dist_info: DistInfo, epoch: int) -> DataLoader:
     """Full batches only (BatchNorm and the equal partition want them), in an order fixed by (seed, epoch)."""
-    ds.set_epoch(epoch)
+    ds.dataset.set_epoch(epoch)
     sampler = DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     sampler.set_epoch(epoch)
     return DataLoader(
@@ -97,25 +112,52 @@ def make_loader(ds: MultiCropImages, cfg: Config, dist_info: DistInfo, epoch: in
     )
 
 
-def swav_one_epoch(
+Step = Callable[[dict[str, Any], int], float | None]
+
+
+def swav_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, device: torch.device) -> Step:
+    def step(batch: dict[str, Any], index: int) -> float | None:
+        if len(batch.get("crops", [])) < 2:  # BatchNorm needs two images; bad files left fewer
+            return None
+        crops = colour_crops([c.to(device, non_blocking=True) for c in stack_crops(batch["crops"])])
+        return train_step(model, crops, optimizer, index, cfg.backbone.freeze_prototypes_steps)
+
+    return step
+
+
+def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> Step:
+    def step(batch: dict[str, Any], index: int) -> float | None:
+        if len(batch.get("image", [])) < 2:  # BatchNorm needs two images; bad files left fewer
+            return None
+        images = torch.stack(batch["image"]).to(device, non_blocking=True)
+        loss = model(images, torch.tensor(batch["label"], device=device))
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLoss(f"supervised trunk loss is {loss.item()} at step {index}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def train_one_epoch(
+    step: Step,
     model: nn.Module,
     loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     first_step: int,
-    cfg: Config,
     dist_info: DistInfo,
     on_step: StepHook | None,
 ) -> dict[str, float]:
-    """One epoch of SwAV steps (the schedule advances per step); returns the mean loss and the last lr."""
+    """One epoch of the method's steps (the schedule advances per step); returns the mean loss and the last lr."""
     model.train()
     total, steps, skipped = 0.0, 0, 0
-    for i, batch in enumerate(tqdm(loader, desc="swav", unit="batch", leave=False, disable=not dist_info.is_main)):
+    for i, batch in enumerate(tqdm(loader, desc="backbone", unit="batch", leave=False, disable=not dist_info.is_main)):
         skipped += batch["skipped"]
-        if len(batch.get("crops", [])) < 2:  # BatchNorm needs two images; bad files left fewer
+        loss = step(batch, first_step + i)
+        if loss is None:
             continue
-        crops = colour_crops([c.to(dist_info.device, non_blocking=True) for c in stack_crops(batch["crops"])])
-        loss = train_step(model, crops, optimizer, first_step + i, cfg.backbone.freeze_prototypes_steps)
         scheduler.step()
         total += loss
         if on_step is not None:
@@ -127,6 +169,17 @@ def swav_one_epoch(
         "steps": float(steps),
         "skipped_images": float(skipped),
     }
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup` steps, then a cosine decay to zero at `total` (SwAV's schedule)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def trunk_state(trunk: nn.Module) -> dict[str, Tensor]:
@@ -151,27 +204,23 @@ def pooled_features(trunk: nn.Module, loader: DataLoader, device: torch.device) 
     return torch.cat(features), paths
 
 
-def knn_accuracy(features: Tensor, labels: Tensor, k: int, folds: int = KNN_FOLDS) -> float:
-    """Share of images whose k most cosine-similar images of the other folds vote, weighted by similarity,
-    for the image's own label. Fold f holds out every `folds`-th image from index f, so every image is a
-    query once (less noise than one split of a few hundred images)."""
-    fold = torch.arange(len(features)) % folds
-    correct = 0
-    for f in range(folds):
-        query, bank = features[fold == f], features[fold != f]
-        bank_labels = labels[fold != f]
-        similarity, nearest = (query @ bank.T).topk(min(k, len(bank)), dim=1)
-        votes = torch.zeros(len(query), int(labels.max()) + 1).scatter_add_(1, bank_labels[nearest], similarity)
-        correct += int((votes.argmax(dim=1) == labels[fold == f]).sum())
-    return correct / len(features)
+def knn_accuracy(bank: Tensor, bank_labels: Tensor, queries: Tensor, query_labels: Tensor, k: int) -> float:
+    """Share of queries whose k most cosine-similar bank images vote, weighted by similarity, for the
+    query's own label."""
+    similarity, nearest = (queries @ bank.T).topk(min(k, len(bank)), dim=1)
+    classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    votes = torch.zeros(len(queries), classes).scatter_add_(1, bank_labels[nearest], similarity)
+    return float((votes.argmax(dim=1) == query_labels).float().mean())
+
+
+def held_out(index: int) -> bool:
+    """Every HOLD_OUT-th image is kept out of the trunk's training: the probe's queries."""
+    return index % HOLD_OUT == 0
 
 
 def knn_probe(trunks: dict[str, nn.Module], root: Path, cfg: Config, device: torch.device) -> dict[str, Any]:
-    """k-NN classification of the images by their folder (wnid) from each trunk's features: `knn_acc<name>`.
-
-    Images are resized and centre-cropped to the global crop size. Fewer than two folders means no labels:
-    the accuracies are None.
-    """
+    """k-NN classification of the held-out images by their folder (wnid) from each trunk's features, with
+    the training images as the bank: `knn_acc<name>`. Fewer than two folders means no labels (None)."""
     size = cfg.backbone.global_size
     transform = v2.Compose(
         [
@@ -182,16 +231,28 @@ def knn_probe(trunks: dict[str, nn.Module], root: Path, cfg: Config, device: tor
         ]
     )
     images = ImageFolder(root, transform, cfg.data.on_bad_image)
-    subset = Subset(images, range(0, len(images), math.ceil(len(images) / KNN_MAX_IMAGES)))
-    loader = DataLoader(subset, batch_size=64, collate_fn=collate_skipping_bad, num_workers=cfg.backbone.num_workers)
+    indices = list(range(0, len(images), math.ceil(len(images) / KNN_MAX_IMAGES)))
+    loader = DataLoader(
+        Subset(images, indices), batch_size=64, collate_fn=collate_skipping_bad, num_workers=cfg.backbone.num_workers
+    )
     result: dict[str, Any] = {"knn_k": KNN_K}
     for name, trunk in trunks.items():
         features, paths = pooled_features(trunk, loader, device)
+        position = {str(p): i for i, p in enumerate(images.paths)}
+        query = torch.tensor([held_out(position[p]) for p in paths])
         folders = [str(Path(p).parent) for p in paths]
         classes = sorted(set(folders))
         labels = torch.tensor([classes.index(f) for f in folders])
-        accuracy = knn_accuracy(features, labels, KNN_K) if len(classes) >= 2 else None
-        result |= {f"knn_acc{name}": accuracy, "knn_classes": len(classes), "knn_images": len(paths)}
+        usable = len(classes) >= 2 and query.any() and (~query).any()
+        accuracy = (
+            knn_accuracy(features[~query], labels[~query], features[query], labels[query], KNN_K) if usable else None
+        )
+        result |= {
+            f"knn_acc{name}": accuracy,
+            "knn_classes": len(classes),
+            "knn_bank_images": int((~query).sum()),
+            "knn_held_out_images": int(query.sum()),
+        }
     if result["knn_classes"] < 2:
         log.warning("%s: the images are not in class folders; the k-NN probe has no labels", root)
     return result
@@ -221,7 +282,7 @@ def finished_metrics(out: Path, params_hash: str) -> dict[str, Any] | None:
 
 
 def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
-    """Train the small ResNet with SwAV, write backbone.pth and metrics.json; returns the metrics.
+    """Train the small ResNet (SwAV or supervised), write backbone.pth and metrics.json; returns the metrics.
 
     `on_step(step, {"loss": ...})` is an observation hook (tests raise from it to simulate a kill).
     """
@@ -237,32 +298,39 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
             f"divisible by the {dist_info.world_size} processes"
         )
     root = unlabeled_images(cfg)
-    ds = MultiCropImages(
-        ImageFolder(root, on_bad_image=cfg.data.on_bad_image),
-        MultiCrop(b.global_size, b.local_size, b.n_local),
-        cfg.seed,
-    )
+    images = ImageFolder(root, on_bad_image=cfg.data.on_bad_image)
+    training = [i for i in range(len(images)) if not held_out(i)]
+    seed_everything(cfg.seed)
+    model, ds = build_method(cfg, images)
+    ds = Subset(ds, training)
     steps_per_epoch = len(ds) // b.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
             f"{cfg.source_of('backbone.batch_size')}: backbone.batch_size = {b.batch_size} is larger than the "
-            f"{len(ds)} images in {root}"
+            f"{len(ds)} training images in {root} (every {HOLD_OUT}th is held out for the probe)"
         )
-    seed_everything(cfg.seed)
-    model = build_swav(cfg)
     initial_trunk = copy.deepcopy(model.trunk).to(dist_info.device)
     if dist_info.world_size > 1 and dist_info.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # SwAV's small per-GPU batches need global stats
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # small per-GPU batches need global statistics
     model.to(dist_info.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=b.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=b.epochs * steps_per_epoch)
+    scheduler = warmup_cosine(optimizer, b.warmup_steps, b.epochs * steps_per_epoch)
     start_epoch, history = resume(out / CHECKPOINT, params_hash, model, optimizer, scheduler)
     if start_epoch >= b.epochs and (done := finished_metrics(out, params_hash)) is not None:
         log.info("%s: all %d epochs are done; nothing to train", out / CHECKPOINT, b.epochs)
         return done
     train_model = DistributedDataParallel(model) if dist_info.world_size > 1 else model
+    step = (
+        swav_step(train_model, optimizer, cfg, dist_info.device)
+        if b.method == "swav"
+        else supervised_step(train_model, optimizer, dist_info.device)
+    )
     tracker = RunLogger(
-        cfg, "backbone", f"backbone-swav-small-s{cfg.seed}", {"method": "swav", "backbone": "small"}, dist_info.is_main
+        cfg,
+        "backbone",
+        f"backbone-{b.method}-small-s{cfg.seed}",
+        {"method": b.method, "backbone": "small"},
+        dist_info.is_main,
     )
     metrics: dict[str, Any] = {}
     try:
@@ -270,13 +338,12 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
             tracker.log_metrics(record["train"], step=record["epoch"])
         for epoch in range(start_epoch, b.epochs):
             seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
-            stats = swav_one_epoch(
-                train_model,
+            stats = train_one_epoch(
+                step,
+                model,
                 make_loader(ds, cfg, dist_info, epoch),
-                optimizer,
                 scheduler,
                 epoch * steps_per_epoch,
-                cfg,
                 dist_info,
                 on_step,
             )
@@ -287,10 +354,12 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
                 state = training_state(model, optimizer, scheduler, epoch, params_hash, history, cfg.to_dict())
                 save_checkpoint(out / CHECKPOINT, state)
         if dist_info.is_main:
-            save_checkpoint(out / BACKBONE, trunk_state(model.trunk))
-            probe = knn_probe({"": model.trunk, "_random_init": initial_trunk}, root, cfg, dist_info.device)
+            trunk = model.trunk
+            save_checkpoint(out / BACKBONE, trunk_state(trunk))
+            probe = knn_probe({"": trunk, "_random_init": initial_trunk}, root, cfg, dist_info.device)
             metrics = {
                 "backbone": "small",
+                "method": b.method,
                 "trained": True,
                 "epochs": b.epochs,
                 "final_loss": history[-1]["train"]["loss"],
@@ -302,8 +371,9 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
             tracker.log_metrics(probe)
             tracker.log_artifact(out / METRICS)
             log.info(
-                "backbone: k-NN accuracy %.3f after SwAV, %.3f at random init",
+                "backbone: held-out k-NN accuracy %.3f after %s training, %.3f at random init",
                 probe["knn_acc"] or float("nan"),
+                b.method,
                 probe["knn_acc_random_init"] or float("nan"),
             )
     except BaseException:

@@ -105,6 +105,10 @@ class SynthConfig:
     imagenet_clutter: float | None = opt(
         None, unit_interval, doc="clutter of the object-centric ImageNet-like images; None: the same as clutter"
     )
+    class_appearance: float = opt(
+        0.0, unit_interval, doc="probability that an object has its class's typical hue and texture"
+    )
+    max_rotation: float = opt(180.0, between(0, 180), doc="objects are turned up to this many degrees; 180: any")
     min_object_side: float = opt(0.0, non_negative, doc="objects in scene images are at least this wide, px")
     workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
 
@@ -132,9 +136,13 @@ class BackboneConfig:
     """The `backbone` stage: SwAV self-supervision of the small ResNet on the unlabeled pretraining images
     (the paper uses a SwAV ResNet-50 checkpoint instead: model.backbone_checkpoint)."""
 
+    method: Literal["swav", "supervised"] = opt(
+        "swav", doc="swav (self-supervised, as the paper's trunk) or supervised on the folder labels ('Sup.')"
+    )
     epochs: int = opt(20, at_least(1))
     batch_size: int = opt(64, at_least(2))
     lr: float = opt(1e-3, positive)
+    warmup_steps: int = opt(0, non_negative, doc="linear lr warm-up before the cosine decay")
     weight_decay: float = opt(1e-6, non_negative)
     prototypes: int = opt(64, at_least(2), doc="SwAV prototype vectors (clusters)")
     feature_dim: int = opt(128, at_least(2), doc="projection output size")
@@ -203,6 +211,7 @@ class ModelConfig:
     backbone: Literal["resnet50", "small"] = opt("small", doc="resnet50 (paper) or a small ResNet for CPU")
     backbone_checkpoint: str | None = opt(None, must_exist=True, doc="SwAV / torchvision ResNet weights")
     small_width: int = opt(32, at_least(4), doc="the small ResNet's first stage width (then x2, x4, x8)")
+    dilation: bool = opt(False, doc="DETR's DC5: dilate the last stage, so C5 has the stride of C4")
     train_backbone: bool = opt(True, doc="fine-tune the backbone (at lr_backbone)")
     d_model: int = opt(256, at_least(8))
     nheads: int = opt(8, at_least(1))
@@ -257,6 +266,7 @@ class GridConfig:
     profile_keys: list[str] = opt([], doc="dotted keys whose row values this profile replaces with its own")
     include: list[str] = opt(["*"], doc="run names this profile runs (shell patterns); the others are skipped")
     workers: int = opt(1, at_least(1), doc="processes per grid stage; with more than 1, one thread each")
+    note: str = opt("", doc="what this profile's numbers mean, printed at the top of the report")
 
 
 @dataclass
@@ -411,7 +421,8 @@ def load_config(
     if not isinstance(name, str):
         raise ConfigError(f"{_profile_source(layers)}: profile = {name!r}: expected a profile name")
     merged: dict[str, Any] = {}
-    merge(merged, read_yaml(profile_path(name)), str(profile_path(name)), sources)
+    for source, layer in profile_layers(name):
+        merge(merged, layer, source, sources)
     for source, layer in layers:
         merge(merged, layer, source, sources)
     merged["profile"] = name
@@ -423,6 +434,21 @@ def load_config(
     if check_paths:
         check_input_paths(cfg, SECTIONS if check_paths is True else tuple(check_paths))
     return cfg
+
+
+def profile_layers(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """A profile's values, after those of the profile it `extends` (and so on), as (source, values) layers."""
+    chain: list[tuple[str, dict[str, Any]]] = []
+    seen: list[str] = []
+    while name is not None:
+        if name in seen:
+            raise ConfigError(f"profile {name!r} extends itself ({' → '.join([*seen, name])})")
+        seen.append(name)
+        path = profile_path(name)
+        data = read_yaml(path)
+        name = data.pop("extends", None)
+        chain.append((str(path), data))
+    return chain[::-1]
 
 
 def _last_profile(layers: list[tuple[str, dict[str, Any]]]) -> Any:

@@ -167,3 +167,19 @@ def test_paths_are_checked_only_for_the_sections_a_stage_reads(tmp_path):
     load_config(params, check_paths=("data",))  # written by an earlier stage: not there yet, not read here
     with pytest.raises(ConfigError, match="model.backbone_checkpoint = .*later.pth.*: path does not exist"):
         load_config(params, check_paths=("model",))
+
+
+def test_a_profile_extends_another_and_a_cycle_is_an_error(tmp_path, monkeypatch):
+    import siamdetr.config as config
+
+    (tmp_path / "base.yaml").write_text("model: {d_model: 48, nheads: 4}\nfinetune: {epochs: 3}\n")
+    (tmp_path / "child.yaml").write_text("extends: base\nfinetune: {epochs: 7}\n")
+    (tmp_path / "loop.yaml").write_text("extends: loop\n")
+    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    cfg = load_config(params=None, profile="child", check_paths=False)
+    assert (cfg.model.d_model, cfg.model.nheads, cfg.finetune.epochs) == (48, 4, 7)
+    assert cfg.source_of("model.d_model").endswith("base.yaml") and cfg.source_of("finetune.epochs").endswith(
+        "child.yaml"
+    )
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(params=None, profile="loop", check_paths=False)

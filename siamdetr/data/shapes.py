@@ -112,26 +112,41 @@ def shape_mask(
 
 
 # ----------------------------------------------------------------------------------------------- colour
-def random_colour(rng: np.random.Generator) -> np.ndarray:
-    hsv = np.array([[[rng.integers(0, 180), rng.integers(90, 256), rng.integers(70, 256)]]], np.uint8)
+HUE_SPREAD = 8  # OpenCV hue units (2 degrees each) either side of a class's hue
+
+
+def random_colour(rng: np.random.Generator, hue: float | None = None) -> np.ndarray:
+    """A saturated RGB colour of any hue, or of `hue` ± HUE_SPREAD (OpenCV's 0-180 hue scale); both draw the
+    same random numbers, so a scene with and without class hues differs only in the hues."""
+    h, s, v = rng.integers(0, 180), rng.integers(90, 256), rng.integers(70, 256)
+    if hue is not None:
+        h = int(hue + h % (2 * HUE_SPREAD + 1) - HUE_SPREAD) % 180
+    hsv = np.array([[[h, s, v]]], np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
-def contrasting_colour(rng: np.random.Generator, against: np.ndarray, min_dist: float = 80.0) -> np.ndarray:
+def contrasting_colour(
+    rng: np.random.Generator, against: np.ndarray, min_dist: float = 80.0, hue: float | None = None
+) -> np.ndarray:
     """A colour at least `min_dist` (L1 over RGB) from `against`, so objects are visible but not trivial."""
-    colour = random_colour(rng)
+    colour = random_colour(rng, hue)
     for _ in range(8):
         if np.abs(colour - against).sum() >= min_dist:
             break
-        colour = random_colour(rng)
+        colour = random_colour(rng, hue)
     return colour
 
 
-def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray) -> np.ndarray:
-    """A float32 HxWx3 fill: solid, stripes, checker, dots or gradient, in two related colours."""
+TEXTURES = 5  # solid, stripes, checker, dots, gradient
+
+
+def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray, kind: int | None = None) -> np.ndarray:
+    """A float32 HxWx3 fill: solid, stripes, checker, dots or gradient (random, or `kind`), in two related
+    colours."""
     other = np.clip(base + rng.uniform(-90, 90, 3), 0, 255).astype(np.float32)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    kind = rng.integers(5)
+    drawn = rng.integers(TEXTURES)
+    kind = drawn if kind is None else kind
     if kind == 0:
         weight = np.zeros((height, width), np.float32)
     elif kind == 1:

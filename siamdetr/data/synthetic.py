@@ -28,7 +28,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from siamdetr.config import SynthConfig
-from siamdetr.data.shapes import background, contrasting_colour, shape_mask, texture
+from siamdetr.data.shapes import TEXTURES, background, contrasting_colour, shape_mask, texture
 from siamdetr.io import atomic_dir, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,30 @@ class SynthImage:
     width: int
     height: int
     objects: list[SynthObject]
+
+
+def rotation(rng: np.random.Generator, max_degrees: float) -> float:
+    """An object's angle: any (180) or within ±max_degrees of upright; the same random draw either way."""
+    angle = rng.uniform(0, 2 * np.pi)
+    return angle if max_degrees >= 180 else (angle - np.pi) * max_degrees / 180
+
+
+def class_style(name: str) -> tuple[float, int]:
+    """The hue (OpenCV's 0-180 scale) and texture a class's objects tend to have: real categories have
+    typical colours and textures as well as shapes, which is most of what self-supervised features and
+    a small CNN pick up first."""
+    i = IMAGENET_SHAPES.index(name)
+    return i * 180 / len(IMAGENET_SHAPES), i % TEXTURES
+
+
+def object_fill(
+    rng: np.random.Generator, height: int, width: int, against: np.ndarray, name: str, class_appearance: float
+) -> np.ndarray:
+    """An object's fill: with probability `class_appearance` in its class's hue and texture, else random."""
+    hue, kind = None, None
+    if class_appearance > 0 and rng.random() < class_appearance:
+        hue, kind = class_style(name)
+    return texture(rng, height, width, contrasting_colour(rng, against, hue=hue), kind)
 
 
 def area_scale(width: int, height: int) -> float:
@@ -115,6 +139,8 @@ def compose_scene(
     size_mix: Sequence[float],
     clutter: float = 1.0,
     min_side: float = 0.0,
+    class_appearance: float = 0.0,
+    max_rotation: float = 180.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """A scene-centric image: cluttered background, 1..max_objects shapes with occlusion."""
     img = background(rng, height, width, clutter)
@@ -132,7 +158,8 @@ def compose_scene(
                 rx, ry = side / 2 * aspect, side / 2 / aspect
                 cx = rng.uniform(-0.3 * rx, width + 0.3 * rx)  # may leave the frame: truncation
                 cy = rng.uniform(-0.3 * ry, height + 0.3 * ry)
-                mask = shape_mask(classes[label], height, width, cx, cy, rx, ry, rng.uniform(0, 2 * np.pi))
+                angle = rotation(rng, max_rotation)
+                mask = shape_mask(classes[label], height, width, cx, cy, rx, ry, angle)
             full = int(mask.sum())
             if full < 12:
                 continue
@@ -143,8 +170,7 @@ def compose_scene(
                 break
         else:
             continue
-        colour = contrasting_colour(rng, img[mask > 0].mean(0))
-        fill = texture(rng, height, width, colour)
+        fill = object_fill(rng, height, width, img[mask > 0].mean(0), classes[label], class_appearance)
         img[mask > 0] = fill[mask > 0]
         placed.append({"id": k + 1, "label": label, "full": full, "crowd": crowd})
     img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
@@ -198,8 +224,9 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
         side = rng.uniform(0.35, 0.75) * min(width, height)
         aspect = rng.uniform(0.75, 1.33)
         cx, cy = width / 2 + rng.uniform(-0.12, 0.12) * width, height / 2 + rng.uniform(-0.12, 0.12) * height
-        mask = shape_mask(shape, height, width, cx, cy, side / 2 * aspect, side / 2 / aspect, rng.uniform(0, 2 * np.pi))
-        fill = texture(rng, height, width, contrasting_colour(rng, img[mask > 0].mean(0)))
+        angle = rotation(rng, cfg.max_rotation)
+        mask = shape_mask(shape, height, width, cx, cy, side / 2 * aspect, side / 2 / aspect, angle)
+        fill = object_fill(rng, height, width, img[mask > 0].mean(0), shape, cfg.class_appearance)
         img[mask > 0] = fill[mask > 0]
         img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
         return img, SynthImage(split, index, width, height, [])
@@ -215,6 +242,8 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
         cfg.size_mix,
         cfg.clutter,
         cfg.min_object_side,
+        cfg.class_appearance,
+        cfg.max_rotation,
     )
     return img, SynthImage(split, index, width, height, [_to_object(p, width, height) for p in placed])
 

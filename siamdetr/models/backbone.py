@@ -55,6 +55,16 @@ class SmallResNet(nn.Module):
             BasicBlock(cin, cout, stride, down, norm_layer=norm_layer), BasicBlock(cout, cout, norm_layer=norm_layer)
         )
 
+    def dilate_c5(self) -> None:
+        """DETR's DC5: the last stage keeps the resolution of C4 and dilates its convolutions instead, so
+        C5 has stride 8 (same weights; a checkpoint of the plain trunk loads unchanged)."""
+        for module in self.layer4.modules():
+            if isinstance(module, nn.Conv2d):
+                module.stride = (1, 1)
+                if module.kernel_size == (3, 3):
+                    module.dilation, module.padding = (2, 2), (2, 2)
+        self.strides["C5"] = self.strides["C4"]
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.layer1(self.relu(self.bn1(self.conv1(x))))
         c3 = self.layer2(x)
@@ -62,15 +72,20 @@ class SmallResNet(nn.Module):
         return {"C3": c3, "C4": c4, "C5": self.layer4(c4)}
 
 
-def resnet_trunk(name: Literal["resnet50", "small"], frozen_bn: bool = True, small_width: int = 32) -> nn.Module:
+def resnet_trunk(
+    name: Literal["resnet50", "small"], frozen_bn: bool = True, small_width: int = 32, dilation: bool = False
+) -> nn.Module:
     """The bare trunk whose state dict a checkpoint is loaded into (no feature extraction wrapper).
-    `small_width` is the small ResNet's first stage width (the others double it)."""
+    `small_width` is the small ResNet's first stage width (the others double it); `dilation` is DETR's DC5."""
     norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     if name == "resnet50":
-        return resnet50(weights=None, norm_layer=norm)
+        return resnet50(weights=None, norm_layer=norm, replace_stride_with_dilation=[False, False, dilation])
     if name == "small":
         w = small_width
-        return SmallResNet((w, 2 * w, 4 * w, 8 * w), norm_layer=norm)
+        trunk = SmallResNet((w, 2 * w, 4 * w, 8 * w), norm_layer=norm)
+        if dilation:
+            trunk.dilate_c5()
+        return trunk
     raise ValueError(f"unknown backbone {name!r} (resnet50 or small)")
 
 
@@ -118,18 +133,19 @@ class Backbone(nn.Module):
         trainable: bool = True,
         checkpoint: str | Path | None = None,
         small_width: int = 32,
+        dilation: bool = False,
     ) -> None:
         super().__init__()
         unknown = set(levels) - set(LEVELS)
         if unknown:
             raise ValueError(f"unknown backbone levels {sorted(unknown)}; choose from {LEVELS}")
-        trunk = resnet_trunk(name, frozen_bn=True, small_width=small_width)
+        trunk = resnet_trunk(name, frozen_bn=True, small_width=small_width, dilation=dilation)
         if checkpoint is not None:
             load_trunk_weights(trunk, checkpoint)
         self.levels = tuple(levels)
         if name == "resnet50":
             self.body = create_feature_extractor(trunk, {"layer2": "C3", "layer3": "C4", "layer4": "C5"})
-            channels, strides = {"C3": 512, "C4": 1024, "C5": 2048}, {"C3": 8, "C4": 16, "C5": 32}
+            channels, strides = {"C3": 512, "C4": 1024, "C5": 2048}, {"C3": 8, "C4": 16, "C5": 16 if dilation else 32}
             frozen_prefixes = ("conv1", "bn1", "layer1")  # DETR trains layer2-4 of ResNet-50
         else:
             self.body = trunk

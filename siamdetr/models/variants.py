@@ -60,7 +60,12 @@ def build_detector(cfg: ModelConfig, num_classes: int) -> DETR:
     """A detector for `num_classes` classes, with the backbone weights from cfg.backbone_checkpoint if set."""
     v = VARIANTS[cfg.variant]
     backbone = Backbone(
-        cfg.backbone, v.levels, cfg.train_backbone, cfg.backbone_checkpoint, small_width=cfg.small_width
+        cfg.backbone,
+        v.levels,
+        cfg.train_backbone,
+        cfg.backbone_checkpoint,
+        small_width=cfg.small_width,
+        dilation=cfg.dilation,
     )
     return DETR(
         backbone,

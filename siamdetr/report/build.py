@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def build_reports(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
     runs = finetune_runs(tracking_uri, profile=cfg.profile)
     log.info("report: %d finished fine-tuning runs of profile %s in %s", len(runs), cfg.profile, tracking_uri)
     caption = scale_caption(cfg)
-    tables = {name: build_table(t, runs, caption) for name, t in paper.items()}
+    tables = {name: build_table(t, runs, caption, lambda run: not_run_by(cfg, run)) for name, t in paper.items()}
     for name, t in tables.items():
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             atomic_write_text(out / "tables" / f"{name}.{ext}", render(t))
@@ -59,6 +60,13 @@ def build_reports(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
     return record
 
 
+def not_run_by(cfg: Config, run: str) -> str | None:
+    """Why this profile does not run `run` (grid.include), or None when it does."""
+    if any(fnmatch.fnmatchcase(run, pattern) for pattern in cfg.grid.include):
+        return None
+    return f"not run by profile {cfg.profile}: outside its grid.include"
+
+
 def index_md(
     cfg: Config,
     tracking_uri: str,
@@ -74,13 +82,8 @@ def index_md(
         "ids behind every cell are in `runs.json` and in the CSV tables.",
         "",
     ]
-    if cfg.profile != "paper":
-        lines += [
-            f"> At the `{cfg.profile}` scale the detectors train for seconds to minutes, so the measured AP "
-            "is far below the paper's and differences between methods are mostly seed noise; the claims below "
-            "are checked anyway, with the numbers.",
-            "",
-        ]
+    if cfg.grid.note:
+        lines += [f"> {cfg.grid.note.strip()}", ""]
     lines += [
         "## What holds at this scale",
         "",

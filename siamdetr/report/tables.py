@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -56,7 +57,10 @@ class TableData:
         return sorted({rid for _, _, ids in self.rows for rid in ids})
 
 
-def build_table(table: PaperTable, runs: pd.DataFrame, caption: str) -> TableData:
+def build_table(
+    table: PaperTable, runs: pd.DataFrame, caption: str, not_run: Callable[[str], str | None] = lambda run: None
+) -> TableData:
+    """`not_run(run)` says why the profile does not run a row's run (None: it does)."""
     labels = [k for k in LABEL_NAMES if any(k in r.labels for r in table.rows)]
     rows, missing = [], []
     for r in table.rows:
@@ -68,7 +72,7 @@ def build_table(table: PaperTable, runs: pd.DataFrame, caption: str) -> TableDat
         if r.run is None:
             missing.append(f"{r.labels.get('method', '?')} ({r.why or 'not in the grid'})")
         elif not ids:
-            missing.append(f"{r.run} (no finished MLflow run)")
+            missing.append(f"{r.run} ({not_run(r.run) or 'no finished MLflow run'})")
         rows.append((r.labels, cells, ids))
     _mark_best(table, rows)
     return TableData(table, caption, labels, rows, missing)
