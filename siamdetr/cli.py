@@ -82,6 +82,7 @@ def run_grid(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
         execute,
         load_runs,
         plan,
+        seeds_of,
         selected,
         split_placement,
         stage_dir,
@@ -106,7 +107,7 @@ def run_grid(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
             f"{base.grid.runs_file}: no {kind} run named {args.run!r} (there are {len(mine)}: "
             f"{', '.join(sorted(mine)[:5])}, ...)"
         )
-    seeds = [args.seed] if args.seed is not None else base.grid.seeds
+    seeds = [args.seed] if args.seed is not None else seeds_of(base, kind)
     jobs = []
     for run in chosen:
 

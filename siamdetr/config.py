@@ -109,6 +109,7 @@ class SynthConfig:
         0.0, unit_interval, doc="probability that an object has its class's typical hue and texture"
     )
     max_rotation: float = opt(180.0, between(0, 180), doc="objects are turned up to this many degrees; 180: any")
+    background_saturation: float = opt(1.0, unit_interval, doc="colourfulness of the backgrounds' gradient, 0-1")
     min_object_side: float = opt(0.0, non_negative, doc="objects in scene images are at least this wide, px")
     workers: int = opt(0, non_negative, doc="processes; 0 = all cores")
 
@@ -260,6 +261,9 @@ class GridConfig:
 
     runs_file: str = opt("experiments/runs.yaml", doc="named pretraining and fine-tuning runs")
     seeds: list[int] = opt([0], doc="every grid run is repeated with each seed")
+    pretrain_seeds: list[int] | None = opt(
+        None, doc="seeds of the pretrainings (None: grid.seeds); a fine-tune whose seed has none starts from the first"
+    )
     query_scale: float = opt(1.0, positive, doc="a row's model.num_queries is multiplied by this")
     epoch_scale: float = opt(1.0, positive, doc="a row's finetune.epochs and lr_drop are multiplied by this")
     keep_checkpoints: bool = opt(True, doc="false: a finished run keeps its outputs but drops checkpoint.pth")

@@ -126,9 +126,22 @@ def seed_overrides(base: Config, runs: Mapping[str, Run], run: Run, seed: int) -
         out["finetune.out_dir"] = str(seed_dir)
         init = None
         if run.pretrain is not None:
-            init = str(run_dir(base, runs[run.pretrain]) / f"s{seed}" / "pretrained.pth")
+            init = str(run_dir(base, runs[run.pretrain]) / f"s{pretraining_seed(base, seed)}" / "pretrained.pth")
         out["finetune.init"] = init
     return out
+
+
+def seeds_of(cfg: Config, kind: str) -> list[int]:
+    """The seeds a run of this kind repeats with."""
+    if kind == "pretrain" and cfg.grid.pretrain_seeds is not None:
+        return list(cfg.grid.pretrain_seeds)
+    return list(cfg.grid.seeds)
+
+
+def pretraining_seed(cfg: Config, seed: int) -> int:
+    """The pretraining a fine-tune of `seed` starts from: the same seed's, else the first pretraining seed's."""
+    seeds = seeds_of(cfg, "pretrain")
+    return seed if seed in seeds else seeds[0]
 
 
 PLACEMENT = ("seed", "pretrain.out_dir", "finetune.out_dir", "finetune.init")

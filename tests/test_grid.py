@@ -9,7 +9,17 @@ import torch
 import yaml
 
 from siamdetr.config import ConfigError, load_config
-from siamdetr.grid import done_key, execute, load_runs, plan, scaled, seed_overrides, selected, split_placement
+from siamdetr.grid import (
+    done_key,
+    execute,
+    load_runs,
+    plan,
+    scaled,
+    seed_overrides,
+    seeds_of,
+    selected,
+    split_placement,
+)
 from siamdetr.report.paper import load_paper
 
 RUNS_FILE = Path(__file__).parents[1] / "experiments" / "runs.yaml"
@@ -195,3 +205,14 @@ def test_execute_runs_pending_seeds_once_in_any_number_of_processes(tmp_path, wo
         (job.out / "trained").unlink()
     assert execute(jobs, workers, fake_train) == summaries  # every seed is done: nothing retrains
     assert not any((j.out / "trained").exists() for j in jobs)
+
+
+def test_finetunes_start_from_their_seeds_pretraining_or_the_first_pretraining_seed(tmp_path):
+    runs = small_grid(tmp_path)
+    cfg = load_config(params=None, overrides=["grid.seeds=[0, 1, 2]", "grid.pretrain_seeds=[1]"], check_paths=False)
+    assert seeds_of(cfg, "pretrain") == [1] and seeds_of(cfg, "finetune") == [0, 1, 2]
+    inits = [seed_overrides(cfg, runs, runs["fa"], seed)["finetune.init"] for seed in (0, 1, 2)]
+    assert all(init.endswith("p/pa/s1/pretrained.pth") for init in inits)
+    same = load_config(params=None, overrides=["grid.seeds=[0, 1]"], check_paths=False)
+    assert seed_overrides(same, runs, runs["fa"], 1)["finetune.init"].endswith("p/pa/s1/pretrained.pth")
+    assert seeds_of(same, "pretrain") == [0, 1]

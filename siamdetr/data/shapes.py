@@ -167,16 +167,24 @@ def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray,
     return fill + rng.normal(0, 6, (height, width, 3)).astype(np.float32)
 
 
+def _desaturate(colour: np.ndarray, saturation: float) -> np.ndarray:
+    grey = colour.mean()
+    return grey + saturation * (colour - grey)
+
+
 def _scaled(count: int, clutter: float) -> int:
     return int(round(count * clutter))
 
 
-def background(rng: np.random.Generator, height: int, width: int, clutter: float = 1.0) -> np.ndarray:
+def background(
+    rng: np.random.Generator, height: int, width: int, clutter: float = 1.0, saturation: float = 1.0
+) -> np.ndarray:
     """A cluttered float32 background: gradient, low-frequency blotches, and lines, curves and outlines
     whose edges are not objects, so proposal methods have something to get wrong. `clutter` in [0, 1]
-    scales the blotches and the number of lines, curves and outlines (0: the gradient alone); the random
-    draws are the same for any value, so clutter 1 is the original image."""
-    c0, c1 = random_colour(rng) * 0.8, random_colour(rng) * 0.8
+    scales the blotches and the number of lines, curves and outlines (0: the gradient alone); `saturation`
+    moves the gradient's two colours towards grey of the same brightness (1: unchanged). The random draws
+    are the same for any value, so clutter 1 and saturation 1 give the original image."""
+    c0, c1 = (_desaturate(random_colour(rng) * 0.8, saturation) for _ in range(2))
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     ramp = xx * np.cos(theta) + yy * np.sin(theta)

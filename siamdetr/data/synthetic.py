@@ -141,9 +141,10 @@ def compose_scene(
     min_side: float = 0.0,
     class_appearance: float = 0.0,
     max_rotation: float = 180.0,
+    background_saturation: float = 1.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """A scene-centric image: cluttered background, 1..max_objects shapes with occlusion."""
-    img = background(rng, height, width, clutter)
+    img = background(rng, height, width, clutter, background_saturation)
     ids = np.zeros((height, width), np.int32)  # which object owns each pixel (0 = background)
     placed: list[dict[str, Any]] = []
     for k in range(int(rng.integers(1, max_objects + 1))):
@@ -220,7 +221,8 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
     width, height = image_size(rng, cfg.image_size)
     if split == "imagenet":
         shape = IMAGENET_SHAPES[index % cfg.imagenet_classes]
-        img = background(rng, height, width, cfg.clutter if cfg.imagenet_clutter is None else cfg.imagenet_clutter)
+        clutter = cfg.clutter if cfg.imagenet_clutter is None else cfg.imagenet_clutter
+        img = background(rng, height, width, clutter, cfg.background_saturation)
         side = rng.uniform(0.35, 0.75) * min(width, height)
         aspect = rng.uniform(0.75, 1.33)
         cx, cy = width / 2 + rng.uniform(-0.12, 0.12) * width, height / 2 + rng.uniform(-0.12, 0.12) * height
@@ -244,6 +246,7 @@ def render(split: str, index: int, seed: int, cfg: SynthConfig) -> tuple[np.ndar
         cfg.min_object_side,
         cfg.class_appearance,
         cfg.max_rotation,
+        cfg.background_saturation,
     )
     return img, SynthImage(split, index, width, height, [_to_object(p, width, height) for p in placed])
 
