@@ -29,7 +29,7 @@ def smoke(prepared: Path, out: Path, *extra: str):
             f"data.prepared_dir={prepared}",
             f"backbone.out_dir={out}",
             "backbone.epochs=2",
-            "backbone.batch_size=4",
+            "backbone.batch_size=2",  # three batches an epoch: a kill can land mid-epoch
             "backbone.global_size=32",
             "backbone.local_size=16",
             "backbone.n_local=2",

@@ -43,6 +43,7 @@ def four_images(tmp_path_factory):
         voc_trainval=4,
         voc_test=1,
         max_objects=3,
+        min_object_side=12,  # a 5-px object is below what a stride-32 trunk can place
     )
     write_synthetic(root / "tree", cfg, seed=0, workers=1)
     data, _ = voc_to_coco(root / "tree" / "VOCdevkit", [2007], "trainval")
