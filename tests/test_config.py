@@ -15,11 +15,11 @@ def test_defaults_come_from_the_tiny_profile():
     cfg = load_config(params=None)
     assert cfg.profile == "tiny"
     assert cfg.data.synthetic is True
-    assert cfg.data.synth.image_size == 96
+    assert cfg.data.synth.image_size == 64
     assert cfg.source_of("data.synth.image_size").endswith("tiny.yaml")
 
 
-@pytest.mark.parametrize("profile", ["tiny", "smoke", "paper"])
+@pytest.mark.parametrize("profile", ["tiny", "tiny-all", "smoke", "paper"])
 def test_every_profile_loads(profile):
     cfg = load_config(params=None, profile=profile)
     assert cfg.profile == profile

@@ -1,6 +1,9 @@
 """The paper profile holds the paper's §4.1 settings and the official code's (DESIGN.md) exactly."""
 
+from pathlib import Path
+
 from siamdetr.config import load_config
+from siamdetr.grid import load_runs, selected
 
 
 def test_paper_profile_matches_section_4_1():
@@ -22,3 +25,33 @@ def test_paper_profile_matches_section_4_1():
     # Real data: VOC 07+12 trainval → VOC 07 test.
     assert cfg.data.synthetic is False
     assert (cfg.data.voc_train_years, cfg.data.voc_test_years) == ([2007, 2012], [2007])
+
+
+RUNS_FILE = Path(__file__).parents[1] / "experiments" / "runs.yaml"
+
+
+def test_tiny_runs_table_2s_voc_conditional_row_with_its_pretrainings():
+    cfg = load_config(params=None, profile="tiny", check_paths=False)
+    runs = load_runs(RUNS_FILE)
+    chosen = {r.name for r in selected(list(runs.values()), runs, cfg)}
+    assert chosen == {
+        "in-cond100-siamese",
+        "in-cond100-updetr",
+        "in-cond100-detreg",
+        "voc-cond100-e50-scratch",
+        "voc-cond100-e50-in-updetr",
+        "voc-cond100-e50-in-detreg",
+        "voc-cond100-e50-in-siamese",
+    }
+    assert len(cfg.grid.seeds) >= 3 and cfg.backbone.method == "supervised"
+    # the paper's regime: many unlabeled pretraining images, fewer labeled fine-tuning ones
+    assert cfg.data.synth.imagenet_images > 2 * cfg.data.synth.voc_trainval
+
+
+def test_tiny_all_is_tiny_with_every_run():
+    tiny = load_config(params=None, profile="tiny", check_paths=False)
+    every = load_config(params=None, profile="tiny-all", check_paths=False)
+    runs = load_runs(RUNS_FILE)
+    assert len(selected(list(runs.values()), runs, every)) == len(runs)
+    for section in ("data", "model", "backbone", "pretrain", "finetune"):
+        assert getattr(every, section) == getattr(tiny, section)
