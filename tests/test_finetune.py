@@ -183,3 +183,42 @@ def test_init_loads_the_transformer_and_resets_the_class_head(tmp_path, caplog):
     assert load_init(build_detector(cfg.model, num_classes=6), path) == {}
     assert "1 parameters not in the checkpoint keep their fresh init" in caplog.text
     assert "transformer.decoder_norm.weight" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_pipeline_learns_an_easy_world(tmp_path):
+    """Through the real data stage and `finetune` (loading, label mapping, transforms, optimiser groups,
+    schedule), a few hundred steps on a world of big axis-aligned shapes, one hue per class, reach a clearly
+    non-trivial AP50; a defect anywhere on that path (as the StepLR trap was) keeps it near zero."""
+    world = [
+        f"data.prepared_dir={tmp_path / 'prepared'}",
+        "data.synth.voc_trainval=512",
+        "data.synth.voc_test=64",
+        "data.synth.max_objects=1",
+        "data.synth.min_object_side=24",
+        "data.synth.size_mix=[0,0,1]",
+        "data.synth.clutter=0",
+        "data.synth.class_appearance=1",
+        "data.synth.max_rotation=0",
+        "data.synth.background_saturation=0.3",
+    ]
+    training = [
+        f"finetune.out_dir={tmp_path / 'ft'}",
+        "finetune.batch_size=8",
+        "finetune.epochs=10",  # 640 steps
+        "finetune.lr_drop=8",
+        "finetune.lr=4e-4",
+        "finetune.augment=false",
+        "finetune.eval_every=10",
+        "model.dilation=true",
+        "model.small_width=16",
+        "model.d_model=64",
+        "model.nheads=4",
+        "model.enc_layers=2",
+        "model.dec_layers=2",
+        "model.dim_feedforward=128",
+    ]
+    cfg = load_config(params=None, profile="smoke", overrides=[*world, *training])
+    prepare_data(cfg)
+    metrics = finetune(cfg)
+    assert metrics["AP50"] >= 4.0, metrics  # 8.2 % measured; with the StepLR trap 1.5 %, at lr 1e-3 1.2 %
