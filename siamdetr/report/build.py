@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,25 @@ def not_run_by(cfg: Config, run: str) -> str | None:
     return f"not run by profile {cfg.profile}: outside its grid.include"
 
 
+def trunk_line(cfg: Config) -> str | None:
+    """What the detectors' trunk is, from the backbone stage's metrics: a supervised trunk is Table 1's
+    "Sup." setting, not the SwAV trunk the other rows name, and the report must say so."""
+    path = Path(cfg.backbone.out_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    if not m.get("trained"):
+        return f"Trunk: {m.get('backbone')}, weights from `model.backbone_checkpoint` (not trained here)."
+    method = {"supervised": 'supervised (Table 1\'s "Sup." setting, not SwAV)', "swav": "SwAV"}.get(
+        m.get("method", "swav"), m.get("method")
+    )
+    return (
+        f"Trunk: the small ResNet trained {method} on the ImageNet-like images by the backbone stage; "
+        f"{m['knn_k']}-NN probe {m['knn_acc']:.2f} on {m['knn_held_out_images']} held-out images of "
+        f"{m['knn_classes']} classes (random init {m['knn_acc_random_init']:.2f})."
+    )
+
+
 def index_md(
     cfg: Config,
     tracking_uri: str,
@@ -84,6 +104,9 @@ def index_md(
     ]
     if cfg.grid.note:
         lines += [f"> {cfg.grid.note.strip()}", ""]
+    trunk = trunk_line(cfg)
+    if trunk:
+        lines += [trunk, ""]
     lines += [
         "## What holds at this scale",
         "",

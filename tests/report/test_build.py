@@ -118,3 +118,17 @@ def test_paired_differences_separate_a_consistent_gain_from_noise(store):
     noise = paired(runs, "a", "c")
     assert noise.low < 0 < noise.high and noise.beyond_noise is False
     assert paired(runs, "a", "missing") is None
+
+
+def test_the_index_says_which_trunk_the_detectors_used(store, tmp_path):
+    uri, _, _ = store
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    metrics = {"backbone": "small", "method": "supervised", "trained": True, "knn_k": 5, "knn_acc": 0.874}
+    metrics |= {"knn_held_out_images": 840, "knn_classes": 14, "knn_acc_random_init": 0.362}
+    (backbone / "metrics.json").write_text(json.dumps(metrics))
+    cfg = load_config(params=None, overrides=[f"backbone.out_dir={backbone}"], check_paths=False)
+    build_reports(cfg, tmp_path / "r", uri)
+    index = (tmp_path / "r" / "index.md").read_text()
+    assert "trained supervised (Table 1's \"Sup.\" setting, not SwAV)" in index
+    assert "5-NN probe 0.87 on 840 held-out images of 14 classes (random init 0.36)" in index
