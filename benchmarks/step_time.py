@@ -24,10 +24,11 @@ from siamdetr.models.criterion import weighted_total
 from siamdetr.models.variants import build_detector
 
 # The tiny profile before issue 11: 96-px images trained at up to 72 px, a 32-wide small ResNet at stride 16,
-# d_model 64, batch 16.
+# d_model 64, batch 16, the trunk fine-tuned.
 BEFORE = [
     "model.small_width=32",
     "model.dilation=false",
+    "model.train_backbone=true",
     "model.d_model=64",
     "model.nheads=4",
     "model.dim_feedforward=128",

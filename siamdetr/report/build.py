@@ -116,10 +116,18 @@ def index_md(
         "| Claim | Where | Holds? | Beyond noise? | Numbers |",
         "|---|---|---|---|---|",
     ]
-    verdict = {True: "yes", False: "no", None: "— (missing runs)"}
+    verdict = {True: "yes", False: "no"}
     noise = {True: "yes", False: "no", None: "—"}
-    lines += [f"| {c} | {where} | {verdict[ok]} | {noise[sig]} | {nums} |" for c, where, ok, sig, nums in found]
+    judged = [c for c in found if c[2] is not None]
+    lines += [f"| {c} | {where} | {verdict[ok]} | {noise[sig]} | {nums} |" for c, where, ok, sig, nums in judged]
     lines.append("")
+    unjudged = [f"{text} ({where})" for text, where, holds, _, _ in found if holds is None]
+    if unjudged:
+        lines += [
+            f"Not judged, for lack of runs (outside the profile's grid.include, or listed under Missing runs "
+            f"below): {'; '.join(unjudged)}.",
+            "",
+        ]
     for name, t in tables.items():
         lines += [f"## {_title(t.table)}", "", to_markdown(t)]
         lines += [f"Also as [CSV](tables/{name}.csv) and [LaTeX](tables/{name}.tex).", ""]
