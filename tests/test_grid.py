@@ -171,7 +171,7 @@ def test_grid_include_selects_runs_by_pattern_and_keeps_a_finetune_with_its_pret
         selected(finetunes, runs, cfg)
     cfg = load_config(params=None, overrides=["grid.include=[pa, fa, fs]"], check_paths=False)
     assert [r.name for r in selected(finetunes, runs, cfg)] == ["fa", "fs"]
-    everything = load_config(params=None, check_paths=False)
+    everything = load_config(params=None, overrides=["grid.include=[\"*\"]"], check_paths=False)
     assert len(selected(finetunes, runs, everything)) == 3
 
 
@@ -213,6 +213,6 @@ def test_finetunes_start_from_their_seeds_pretraining_or_the_first_pretraining_s
     assert seeds_of(cfg, "pretrain") == [1] and seeds_of(cfg, "finetune") == [0, 1, 2]
     inits = [seed_overrides(cfg, runs, runs["fa"], seed)["finetune.init"] for seed in (0, 1, 2)]
     assert all(init.endswith("p/pa/s1/pretrained.pth") for init in inits)
-    same = load_config(params=None, overrides=["grid.seeds=[0, 1]"], check_paths=False)
+    same = load_config(params=None, overrides=["grid.seeds=[0, 1]", "grid.pretrain_seeds=null"], check_paths=False)
     assert seed_overrides(same, runs, runs["fa"], 1)["finetune.init"].endswith("p/pa/s1/pretrained.pth")
     assert seeds_of(same, "pretrain") == [0, 1]
