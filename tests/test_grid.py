@@ -171,7 +171,7 @@ def test_grid_include_selects_runs_by_pattern_and_keeps_a_finetune_with_its_pret
         selected(finetunes, runs, cfg)
     cfg = load_config(params=None, overrides=["grid.include=[pa, fa, fs]"], check_paths=False)
     assert [r.name for r in selected(finetunes, runs, cfg)] == ["fa", "fs"]
-    everything = load_config(params=None, overrides=["grid.include=[\"*\"]"], check_paths=False)
+    everything = load_config(params=None, overrides=['grid.include=["*"]'], check_paths=False)
     assert len(selected(finetunes, runs, everything)) == 3
 
 
