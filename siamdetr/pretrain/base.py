@@ -22,7 +22,7 @@ from siamdetr.models.matcher import HungarianMatcher
 from siamdetr.models.memory import Memory
 from siamdetr.pretrain.losses import layer_suffix, region_losses_per_layer, set_losses_per_layer
 
-LOC_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # matcher costs too (DESIGN.md)
+LOC_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # the matcher's costs too, as in the official code
 
 
 @dataclass
