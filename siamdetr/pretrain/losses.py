@@ -1,7 +1,7 @@
 """Loss terms of the pretext tasks, each one function (weights are applied by the caller).
 
 L_loc reuses the fine-tuning SetCriterion layer by layer so the matching of each decoder layer is also
-available to L_r; L_r and L_g follow the paper's Eq. 11-12 and the official code (DESIGN.md).
+available to L_r; L_r and L_g follow the paper's Eq. 11-12 and the official code (docs/method.md).
 """
 
 from __future__ import annotations
