@@ -70,23 +70,27 @@ def embedding_l1_loss(predicted: Tensor, target_features: Tensor, indices: Indic
 
 
 class SimSiamHead(nn.Module):
-    """L_g's projector (3x Linear-BN, ReLU between) and predictor (Linear-BN-ReLU-Linear), as SimSiam."""
+    """L_g's head as the official code: projector in → d → d → d (3x Linear-BN, ReLU between, biases and affine
+    BatchNorm throughout) and predictor d → d → d (Linear-BN-ReLU-Linear, no bottleneck).
 
-    def __init__(self, dim: int, hidden: int | None = None) -> None:
+    `in_dim` is d per pooled memory level (Deform-MS: 3d); the official hidden width is 256 = d_model in every
+    config, so it is d here too.
+    """
+
+    def __init__(self, in_dim: int, dim: int) -> None:
         super().__init__()
-        hidden = hidden or max(dim // 4, 8)
         self.projector = nn.Sequential(
-            nn.Linear(dim, dim, bias=False),
+            nn.Linear(in_dim, dim),
             nn.BatchNorm1d(dim),
             nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False),
+            nn.Linear(dim, dim),
             nn.BatchNorm1d(dim),
             nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False),
-            nn.BatchNorm1d(dim, affine=False),
+            nn.Linear(dim, dim),
+            nn.BatchNorm1d(dim),
         )
         self.predictor = nn.Sequential(
-            nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
+            nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True), nn.Linear(dim, dim)
         )
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:

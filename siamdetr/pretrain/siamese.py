@@ -39,7 +39,8 @@ class SiameseDETR(RegionPretrainer):
         self.region_detection = region_detection
         self.semantic = semantic
         self.crop_colour = crop_colour
-        self.global_head = SimSiamHead(detr.transformer.d_model) if "G" in semantic else None
+        d = detr.transformer.d_model
+        self.global_head = SimSiamHead(d, d) if "G" in semantic else None
         if self.global_head is not None:
             self.weights["loss_global"] = lambda_g
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from siamdetr.pretrain.losses import SimSiamHead, embedding_l1_loss, global_loss, region_loss
@@ -33,7 +34,7 @@ def test_global_loss_is_zero_for_aligned_and_four_for_opposite_and_stops_gradien
 
 
 def test_global_loss_through_the_simsiam_head_only_trains_through_the_predictor_side():
-    head = SimSiamHead(16)
+    head = SimSiamHead(16, 16)
     x1, x2 = torch.randn(4, 16, requires_grad=True), torch.randn(4, 16, requires_grad=True)
     p1, z1 = head(x1)
     p2, z2 = head(x2)
@@ -48,3 +49,20 @@ def test_embedding_l1_loss_by_hand():
     targets = torch.ones(1, 1, 4)
     indices = [(torch.tensor([1]), torch.tensor([0]))]
     assert embedding_l1_loss(predicted, targets, indices, num_boxes=1.0).item() == pytest.approx(1.0)
+
+
+def test_simsiam_head_has_the_official_layers():
+    """Projector in → d → d → d and predictor d → d → d, every Linear with a bias, every BatchNorm affine."""
+    head = SimSiamHead(48, 16)
+    proj, pred = list(head.projector), list(head.predictor)
+    kinds = [type(m).__name__ for m in proj], [type(m).__name__ for m in pred]
+    assert kinds == (
+        ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"],
+        ["Linear", "BatchNorm1d", "ReLU", "Linear"],
+    )
+    linears = [m for m in proj + pred if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(48, 16), (16, 16), (16, 16), (16, 16), (16, 16)]
+    assert all(m.bias is not None for m in linears)
+    assert all(m.affine and m.num_features == 16 for m in proj + pred if isinstance(m, nn.BatchNorm1d))
+    p, z = head(torch.randn(4, 48))
+    assert p.shape == z.shape == (4, 16)
