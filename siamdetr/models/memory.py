@@ -23,10 +23,20 @@ class Memory:
     level_start_index: Tensor  # [L] long, first token of each level
     valid_ratios: Tensor  # [B, L, 2] float, (w, h) fraction of each level that is not padding
 
-    def pooled(self) -> Tensor:
-        """Mean of the non-padding tokens: [B, C] (padding must not leak into global features)."""
-        keep = (~self.mask).unsqueeze(-1).to(self.tokens.dtype)
-        return (self.tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+    def pooled(self, levels: int) -> Tensor:
+        """Each of the first `levels` levels averaged over its non-padding tokens, concatenated: [B, levels·C].
+
+        Per level, as the official code pools Deform-MS's C3–C5 memory for L_g (its extra strided level is left
+        out); padding must not leak into global features.
+        """
+        sizes = (self.spatial_shapes[:, 0] * self.spatial_shapes[:, 1]).tolist()
+        tokens, masks = self.tokens.split(sizes, dim=1), self.mask.split(sizes, dim=1)
+        return torch.cat([_masked_mean(t, m) for t, m in zip(tokens[:levels], masks[:levels], strict=True)], dim=-1)
+
+
+def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    keep = (~mask).unsqueeze(-1).to(tokens.dtype)
+    return (tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
 
 def flatten_levels(

@@ -47,15 +47,19 @@ def normalised_cxcywh(boxes: list[Tensor], sizes: list[tuple[int, int]]) -> list
 
 class RegionPretrainer(nn.Module):
     """A DETR with a frozen backbone, an objectness head (object / no object, softmax with eos 0.1, for every
-    variant as in the official code), a box head shared with fine-tuning and f_sem (d → d → C)."""
+    variant as in the official code), a box head shared with fine-tuning and f_sem (d → d → C).
 
-    def __init__(self, detr: DETR, lambda_loc: float, lambda_r: float) -> None:
+    C, the width of the region features (z, p), is C5's unless `region_channels` says otherwise (Siamese DETR
+    on Deform-MS: C3 + C4 + C5). region_proj and f_sem are pretraining-only: not in `pretrained_state`.
+    """
+
+    def __init__(self, detr: DETR, lambda_loc: float, lambda_r: float, region_channels: int | None = None) -> None:
         super().__init__()
         self.detr = detr
         for p in detr.backbone.parameters():
             p.requires_grad_(False)
         d = detr.transformer.d_model
-        channels = detr.backbone.num_channels[-1]
+        channels = region_channels or detr.backbone.num_channels[-1]
         self.region_proj = nn.Linear(channels, d)  # region feature → query position (Eq. 7's z + φ_q)
         self.objectness = nn.Linear(d, 2)
         self.sem_head = MLP(d, d, channels, 2)

@@ -2,7 +2,8 @@
 
 Object-level features z: RoIAlign on the backbone's last feature map (paper Eq. 4). Crop-level features p:
 each box cut out of the image tensor by RoIAlign at a fixed size, colour-augmented per crop, run through the
-backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops.
+backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops. Siamese DETR on a
+multi-level backbone (Deform-MS: C3–C5) pools each level on its own and concatenates, as the official code.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def object_features(feature_map: Tensor, stride: float, boxes: list[Tensor]) -> 
     return pooled.mean(dim=(2, 3))
 
 
+@torch.no_grad()
+def object_features_per_level(feature_maps: list[Tensor], strides: list[float], boxes: list[Tensor]) -> Tensor:
+    """z of every level, concatenated along channels → [sum n_i, ΣC]; one level gives `object_features`."""
+    return torch.cat([object_features(f, s, boxes) for f, s in zip(feature_maps, strides, strict=True)], dim=1)
+
+
 def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
     """Every box cut out of its (normalised) image and resized to size x size → [sum n_i, 3, size, size]."""
     return roi_align(images, boxes, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
@@ -46,13 +53,23 @@ def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
 
 @torch.no_grad()
 def crop_features(
-    backbone: Backbone, images: Tensor, boxes: list[Tensor], size: int, colour: Callable[[Tensor], Tensor] | None = None
+    backbone: Backbone,
+    images: Tensor,
+    boxes: list[Tensor],
+    size: int,
+    colour: Callable[[Tensor], Tensor] | None = None,
+    all_levels: bool = False,
 ) -> Tensor:
-    """p: pooled backbone features of each box's crop → [sum n_i, C]. `colour` augments crops in [0, 1]."""
+    """p: pooled backbone features of each box's crop → [sum n_i, C]. `colour` augments crops in [0, 1].
+
+    `all_levels`: every level the backbone returns, each pooled on its own and concatenated → [sum n_i, ΣC]
+    (the last level alone when the backbone returns one)."""
     crops = crop_images(images, boxes, size)
     if colour is not None:
         mean, std = _stats(crops)
         crops = (colour((crops * std + mean).clamp(0, 1)) - mean) / std
     no_pad = torch.zeros(crops.shape[0], size, size, dtype=torch.bool, device=crops.device)
+    if all_levels:
+        return torch.cat([f.mean(dim=(2, 3)) for f, _ in backbone(crops, no_pad)], dim=1)
     feature_map, _ = last_level(backbone, crops, no_pad)
     return feature_map.mean(dim=(2, 3))

@@ -1,11 +1,14 @@
 """Every pretraining method runs on every DETR variant and hands fine-tuning a complete Transformer."""
 
+import math
+
 import pytest
 import torch
+from torch import Tensor, nn
 
 from siamdetr.config import load_config
 from siamdetr.finetune import load_init
-from siamdetr.models.backbone import Backbone
+from siamdetr.models.backbone import LEVELS, Backbone
 from siamdetr.models.detr import pad_images
 from siamdetr.models.variants import VARIANTS, build_detector
 from siamdetr.pretrain.base import View
@@ -82,3 +85,59 @@ def test_siamese_ablation_switches_change_the_loss_terms():
         model = SiameseDETR(build_detector(cfg, 1), crop_size=32, semantic=semantic)
         losses = model(view(0), view(1))
         assert {k for k in losses if k in ("loss_region", "loss_global")} == expected, semantic
+
+
+class ConstantLevels(nn.Module):
+    """A trunk stub: level Ck is the constant map k − 2 (C3 = 1, C4 = 2, C5 = 3) at the given channels and strides."""
+
+    def __init__(self, channels: dict[str, int], strides: dict[str, int]) -> None:
+        super().__init__()
+        self.channels, self.strides = channels, strides
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        b, _, h, w = x.shape
+        return {
+            lv: torch.full((b, c, math.ceil(h / self.strides[lv]), math.ceil(w / self.strides[lv])), value(lv))
+            for lv, c in self.channels.items()
+        }
+
+
+def value(level: str) -> float:
+    return LEVELS.index(level) + 1.0
+
+
+@pytest.mark.parametrize("variant", ["deform_ms", "conditional"])
+def test_siamese_region_features_and_global_pooling_use_every_backbone_level(variant):
+    """Deform-MS: z and p are C3 ++ C4 ++ C5 (here 1s ++ 2s ++ 3s), L_g gets each backbone level's memory pooled
+    on its own (3d, the extra strided level left out); a single-level variant gets C5 and d."""
+    cfg = load_config(params=None, profile="smoke", overrides=[f"model.variant={variant}"]).model
+    detr = build_detector(cfg, num_classes=1)
+    backbone = detr.backbone
+    channels = dict(zip(backbone.levels, backbone.num_channels, strict=True))
+    backbone.body = ConstantLevels(channels, dict(zip(backbone.levels, backbone.strides, strict=True)))
+    model = SiameseDETR(detr, crop_size=32).train()
+    levels, d = len(channels), cfg.d_model
+    assert model.region_proj.in_features == model.sem_head.layers[-1].out_features == sum(channels.values())
+    assert model.global_head.projector[0].in_features == levels * d
+
+    seen: dict[str, list] = {"z": [], "g": [], "memory": []}
+    model.region_proj.register_forward_hook(lambda m, i, o: seen["z"].append(i[0]))
+    model.global_head.projector.register_forward_hook(lambda m, i, o: seen["g"].append(i[0]))
+    encode = model.encode
+
+    def recording_encode(lv, mask):
+        seen["memory"].append(encode(lv, mask))
+        return seen["memory"][-1]
+
+    model.encode = recording_encode
+    v1 = view(0)
+    model(v1, view(1))
+
+    values = torch.cat([torch.full((c,), value(lv)) for lv, c in channels.items()])
+    torch.testing.assert_close(seen["z"][0], values.expand(2, 3, -1))  # z of view 1's boxes
+    torch.testing.assert_close(model.region_targets(v1, []), values.expand(2, 3, -1))  # p of its crops
+    memory = seen["memory"][0]
+    sizes = (memory.spatial_shapes[:, 0] * memory.spatial_shapes[:, 1]).tolist()
+    per_level = zip(memory.tokens.split(sizes, 1), memory.mask.split(sizes, 1), strict=True)
+    by_hand = [torch.stack([t[~m].mean(0) for t, m in zip(*level, strict=True)]) for level in list(per_level)[:levels]]
+    torch.testing.assert_close(seen["g"][0], torch.cat(by_hand, dim=1))
