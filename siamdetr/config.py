@@ -128,6 +128,11 @@ class DataConfig:
     voc_test_years: list[int] = opt([2007])
     voc_test_split: str = opt("test")
     voc_classes: list[str] | None = opt(None, doc="class names; default: the devkit's, else VOC's 20")
+    voc_protocol: Literal["official", "voc_standard"] = opt(
+        "official",
+        doc="official: every object is ground truth, bbox [xmin, ymin, xmax-xmin, ymax-ymin] (Siamese DETR's json, "
+        "the paper's numbers); voc_standard: difficult ignored, 1-based corners made 0-based",
+    )
     on_bad_image: Literal["skip", "error"] = opt("skip", doc="an unreadable image: skip+count or fail")
     synth: SynthConfig = section(SynthConfig)
 
