@@ -239,6 +239,9 @@ class FinetuneConfig:
     batch_size: int = opt(16, at_least(1), doc="global batch (split over processes)")
     lr: float = opt(1e-4, positive)
     lr_backbone: float = opt(5e-5, non_negative)
+    lr_linear_proj_mult: float = opt(
+        0.1, non_negative, doc="Deformable: lr multiplier of sampling_offsets and reference_points (its main.py's)"
+    )
     weight_decay: float = opt(1e-4, non_negative)
     epochs: int = opt(2, at_least(1))
     lr_drop: int = opt(2, at_least(1))
