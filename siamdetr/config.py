@@ -198,7 +198,9 @@ class PretrainConfig:
     region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
-    jitter: float = opt(0.1, half_open_half, doc="box jitter of the query regions, fraction of w/h")
+    jitter: float = opt(
+        0.1, half_open_half, doc="query-box jitter: at most this fraction of w/h, as 2·sigmoid(N(0,1))−1 times it"
+    )
     crop_size: int = opt(128, at_least(8), doc="side of the crops whose features are L_r's targets")
     short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
     short_max: int = opt(480, at_least(8))
