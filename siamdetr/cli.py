@@ -146,12 +146,13 @@ def cmd_data_voc2coco(args: argparse.Namespace) -> None:
     from siamdetr.data.voc import voc_to_coco
     from siamdetr.io import atomic_write_json
 
-    data, cleaning = voc_to_coco(args.devkit, args.years, args.split, args.classes)
+    data, cleaning = voc_to_coco(args.devkit, args.years, args.split, args.classes, args.protocol)
     atomic_write_json(args.out, data)
-    crowd = sum(a["iscrowd"] for a in data["annotations"])
+    difficult = sum(a["difficult"] for a in data["annotations"])
+    treated = "ignored (iscrowd)" if args.protocol == "voc_standard" else "kept as ground truth"
     print(
         f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} boxes "
-        f"({crowd} difficult → iscrowd), {len(data['categories'])} classes; {cleaning}"
+        f"({difficult} difficult, {treated}), {len(data['categories'])} classes; {cleaning}"
     )
 
 
@@ -305,13 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_cmds.add_parser(
         "voc2coco",
         help="convert a VOC devkit split to a COCO instances json",
-        description="VOC XML → COCO json: 1-based → 0-based boxes, difficult → iscrowd=1 "
-        "(ignored by COCOeval), file_name relative to the devkit.",
+        description="VOC XML → COCO json, file_name relative to the devkit. --protocol official (default, "
+        "as the official Siamese DETR json): every object is ground truth, bbox [xmin, ymin, xmax-xmin, "
+        "ymax-ymin]; voc_standard: 1-based → 0-based boxes, difficult → iscrowd=1 (ignored by COCOeval).",
     )
     p.add_argument("--devkit", type=Path, required=True, help="VOCdevkit directory (holds VOC2007/, VOC2012/)")
     p.add_argument("--years", type=int, nargs="+", default=[2007], help="e.g. 2007 2012")
     p.add_argument("--split", default="trainval", help="ImageSets/Main/<split>.txt (trainval, test, ...)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.json")
+    p.add_argument("--protocol", choices=("official", "voc_standard"), default="official", help="default: official")
     p.add_argument(
         "--classes",
         nargs="+",

@@ -128,6 +128,11 @@ class DataConfig:
     voc_test_years: list[int] = opt([2007])
     voc_test_split: str = opt("test")
     voc_classes: list[str] | None = opt(None, doc="class names; default: the devkit's, else VOC's 20")
+    voc_protocol: Literal["official", "voc_standard"] = opt(
+        "official",
+        doc="official: every object is ground truth, bbox [xmin, ymin, xmax-xmin, ymax-ymin] (Siamese DETR's json, "
+        "the paper's numbers); voc_standard: difficult ignored, 1-based corners made 0-based",
+    )
     on_bad_image: Literal["skip", "error"] = opt("skip", doc="an unreadable image: skip+count or fail")
     synth: SynthConfig = section(SynthConfig)
 
@@ -193,7 +198,9 @@ class PretrainConfig:
     region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
-    jitter: float = opt(0.1, half_open_half, doc="box jitter of the query regions, fraction of w/h")
+    jitter: float = opt(
+        0.1, half_open_half, doc="query-box jitter: at most this fraction of w/h, as 2·sigmoid(N(0,1))−1 times it"
+    )
     crop_size: int = opt(128, at_least(8), doc="side of the crops whose features are L_r's targets")
     short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
     short_max: int = opt(480, at_least(8))
@@ -234,6 +241,9 @@ class FinetuneConfig:
     batch_size: int = opt(16, at_least(1), doc="global batch (split over processes)")
     lr: float = opt(1e-4, positive)
     lr_backbone: float = opt(5e-5, non_negative)
+    lr_linear_proj_mult: float = opt(
+        0.1, non_negative, doc="Deformable: lr multiplier of sampling_offsets and reference_points (its main.py's)"
+    )
     weight_decay: float = opt(1e-4, non_negative)
     epochs: int = opt(2, at_least(1))
     lr_drop: int = opt(2, at_least(1))

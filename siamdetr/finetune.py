@@ -44,6 +44,13 @@ METRICS = "metrics.json"
 DETECTIONS = "detections.json"
 HISTORY = "history.json"
 RESET_ON_INIT = ("class_embed.",)  # the downstream classes are new: their head starts fresh
+# Deformable DETR's main.py (lr_linear_proj_names) matches these as substrings of a parameter's name; here they
+# are MSDeformAttn.sampling_offsets and DeformableTransformer.reference_points, in no other variant
+LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
+
+
+def is_linear_proj(name: str) -> bool:
+    return any(key in name for key in LINEAR_PROJ_NAMES)
 
 
 def dataset_paths(cfg: Config) -> dict[str, dict[str, str]]:
@@ -70,13 +77,18 @@ def build_criterion(cfg: Config, num_classes: int) -> tuple[nn.Module, dict[str,
 def build_optimizer(
     model: nn.Module, cfg: Config
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with the backbone at its own lr; the lr is divided by 10 once, after lr_drop epochs."""
+    """AdamW with the backbone at its own lr and Deformable DETR's sampling-offset and reference-point
+    projections at lr × lr_linear_proj_mult; the lr is divided by 10 once, after lr_drop epochs."""
     f = cfg.finetune
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    backbone = [p for n, p in trainable if n.startswith("backbone.")]
+    linear_proj = [p for n, p in trainable if not n.startswith("backbone.") and is_linear_proj(n)]
+    rest = [p for n, p in trainable if not n.startswith("backbone.") and not is_linear_proj(n)]
     groups = [{"params": rest, "lr": f.lr}]
     if backbone:
         groups.append({"params": backbone, "lr": f.lr_backbone})
+    if linear_proj:
+        groups.append({"params": linear_proj, "lr": f.lr * f.lr_linear_proj_mult})
     optimizer = torch.optim.AdamW(groups, lr=f.lr, weight_decay=f.weight_decay)
     return optimizer, one_drop_schedule(optimizer, f.lr_drop)
 

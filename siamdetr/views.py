@@ -38,7 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-DUPLICATE_JITTER = 0.1  # the official code's ±10 % for the boxes that fill up to n
+DUPLICATE_JITTER = 0.1  # the official code's at most ±10 % for the boxes that fill up to n
 LUMA = (0.2989, 0.587, 0.114)  # torchvision's grayscale weights
 
 
@@ -216,9 +216,11 @@ def to_view_coords(boxes: Tensor, view: Tensor, size: tuple[int, int]) -> Tensor
 
 
 def jitter_boxes(boxes: Tensor, fraction: float, bounds: Tensor, generator: torch.Generator) -> Tensor:
-    """Each coordinate moved independently by up to ±fraction of its box's width/height, kept inside bounds."""
+    """Each corner coordinate moved independently by fraction × (2·sigmoid(z) − 1), z ~ N(0, 1), of its box's
+    width/height, kept inside bounds: the official code's noise (sigmoid(z)·2f − f), peaked at no move and
+    never past ±fraction, not a uniform draw."""
     wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
-    noise = 2 * torch.rand(boxes.shape, generator=generator) - 1
+    noise = 2 * torch.randn(boxes.shape, generator=generator).sigmoid() - 1
     return clip_to_rect(boxes + fraction * noise * wh, bounds)
 
 

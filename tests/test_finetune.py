@@ -13,7 +13,8 @@ from PIL import Image
 from siamdetr.config import load_config
 from siamdetr.data.prepare import prepare_data
 from siamdetr.engine.checkpoint import load_checkpoint
-from siamdetr.finetune import CHECKPOINT, METRICS, finetune
+from siamdetr.finetune import CHECKPOINT, METRICS, build_optimizer, finetune
+from siamdetr.models.variants import build_detector
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +223,35 @@ def test_the_pipeline_learns_an_easy_world(tmp_path):
     prepare_data(cfg)
     metrics = finetune(cfg)
     assert metrics["AP50"] >= 4.0, metrics  # 8.2 % measured; with the StepLR trap 1.5 %, at lr 1e-3 1.2 %
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "conditional", "deform_ss", "deform_ms"])
+def test_deformable_sampling_offsets_and_reference_points_train_at_a_tenth_of_the_lr(variant):
+    """Deformable DETR's main.py: parameters whose names hold `sampling_offsets` or `reference_points` get
+    lr × lr_linear_proj_mult (0.1), the backbone lr_backbone, the rest lr; the other variants have no such
+    parameters."""
+    overrides = [f"model.variant={variant}", "model.enc_layers=2", "finetune.lr=2e-4", "finetune.lr_backbone=2e-5"]
+    cfg = load_config(params=None, profile="smoke", overrides=overrides)
+    model = build_detector(cfg.model, 3)
+    optimizer, scheduler = build_optimizer(model, cfg)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(lr_of) == len(trainable)  # every trainable parameter in exactly one group
+    slow = []
+    for name, p in trainable:
+        if name.startswith("backbone."):
+            assert lr_of[id(p)] == 2e-5, name
+        elif "sampling_offsets" in name or "reference_points" in name:
+            assert lr_of[id(p)] == pytest.approx(2e-5), name
+            slow.append(name.rsplit(".", 1)[0])
+        else:
+            assert lr_of[id(p)] == 2e-4, name
+    deformable = variant.startswith("deform")
+    # one sampling-offset projection per encoder and decoder layer, plus the reference-point head
+    assert len(set(slow)) == (cfg.model.enc_layers + cfg.model.dec_layers + 1 if deformable else 0)
+    for _ in range(cfg.finetune.lr_drop):
+        optimizer.step()  # no gradients: nothing moves, but the scheduler sees the order it expects
+        scheduler.step()
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx(
+        sorted(lr / 10 for lr in ([2e-4, 2e-5, 2e-5] if deformable else [2e-4, 2e-5]))
+    )

@@ -61,7 +61,7 @@ def test_shipped_runs_resolve_to_valid_configs_with_the_paper_settings():
     assert cfg_of("in-cond100-updetr").pretrain.proposals == "random"
     assert cfg_of("in-cond100-detreg").pretrain.proposals == "selective_search"
     c = cfg_of("coco-vanilla100-e150-in-siamese")
-    assert (c.model.variant, c.model.num_queries, c.finetune.epochs, c.finetune.lr_drop) == ("vanilla", 100, 150, 100)
+    assert (c.model.variant, c.model.num_queries, c.finetune.epochs, c.finetune.lr_drop) == ("vanilla", 100, 150, 120)
     assert c.finetune.init.endswith("imagenet/in-vanilla100-siamese/s0/pretrained.pth")
     d = cfg_of("voc-dms300-e50-in-detreg")
     assert (d.model.num_queries, d.finetune.lr, d.finetune.lr_backbone) == (300, 2e-4, 2e-5)

@@ -69,12 +69,12 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
                 manifest["coco"][split] = _coco_split(root / f"{split}2017", ann, live(ann))
         if roots["voc"]:
             root = roots["voc"]
-            manifest["voc"] = {"root": str(root)}
+            manifest["voc"] = {"root": str(root), "protocol": cfg.data.voc_protocol}
             for split, years, name in (
                 (cfg.data.voc_train_split, cfg.data.voc_train_years, "train"),
                 (cfg.data.voc_test_split, cfg.data.voc_test_years, "test"),
             ):
-                data, _ = voc_to_coco(live(root), years, split, cfg.data.voc_classes)
+                data, _ = voc_to_coco(live(root), years, split, cfg.data.voc_classes, cfg.data.voc_protocol)
                 if cfg.data.synthetic:  # COCO's S/M/L limits, scaled to the small synthetic images
                     data["info"]["area_scale"] = area_scale(cfg.data.synth.image_size, cfg.data.synth.image_size)
                 ann = out / f"voc_{split}.json"

@@ -1,9 +1,16 @@
 """PASCAL VOC devkit → COCO json, so VOC is evaluated with COCO metrics (as UP-DETR, DETReg and Siamese
 DETR report it).
 
-Conversion rules: VOC's 1-based inclusive pixel corners (xmin, ymin, xmax, ymax) become the 0-based COCO
-box [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]; `difficult` objects become `iscrowd: 1`, which
-COCOeval ignores (neither true nor false positives), as the VOC protocol ignores them.
+Two conversions (`protocol`), because the paper's numbers and the VOC devkit's own protocol disagree:
+
+- `official` (default): what the official Siamese DETR json files hold (voc_test2007.cocostyle.json: 4,952
+  images, 14,976 objects), so our AP is comparable with the paper's. Every object, difficult ones included,
+  is ordinary ground truth (`iscrowd: 0`, the `difficult` flag kept), and the XML corners are used as they
+  are: bbox = [xmin, ymin, xmax - xmin, ymax - ymin].
+- `voc_standard`: the VOC devkit's reading. VOC's 1-based inclusive corners become the 0-based box
+  [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1], and difficult objects become `iscrowd: 1`, which
+  COCOeval ignores (neither true nor false positives) and training leaves out, as the VOC protocol ignores
+  them.
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from siamdetr.data.coco import BoxCleaning, clean_boxes
 from siamdetr.errors import DatasetError
 
 log = logging.getLogger(__name__)
+
+VocProtocol = Literal["official", "voc_standard"]
+VOC_PROTOCOLS: tuple[VocProtocol, ...] = ("official", "voc_standard")
 
 VOC_CLASSES = (
     "aeroplane",
@@ -87,10 +97,13 @@ def read_voc_xml(path: Path) -> dict[str, Any]:
     return {"width": _int(size, "width", path), "height": _int(size, "height", path), "objects": objects}
 
 
-def voc_box_to_coco(box: Sequence[float]) -> list[float]:
-    """(xmin, ymin, xmax, ymax), 1-based inclusive → [x, y, w, h], 0-based."""
+def voc_box_to_coco(box: Sequence[float], protocol: VocProtocol = "official") -> list[float]:
+    """(xmin, ymin, xmax, ymax) → [x, y, w, h]: the corners as they are (official), or VOC's 1-based
+    inclusive corners made 0-based (voc_standard)."""
     xmin, ymin, xmax, ymax = box
-    return [float(xmin - 1), float(ymin - 1), float(xmax - xmin + 1), float(ymax - ymin + 1)]
+    if protocol == "voc_standard":
+        return [float(xmin - 1), float(ymin - 1), float(xmax - xmin + 1), float(ymax - ymin + 1)]
+    return [float(xmin), float(ymin), float(xmax - xmin), float(ymax - ymin)]
 
 
 def devkit_classes(devkit: Path, years: Sequence[int], split: str) -> list[str]:
@@ -113,19 +126,28 @@ def image_list(devkit: Path, year: int, split: str) -> list[str]:
 
 
 def voc_to_coco(
-    devkit: str | Path, years: Sequence[int], split: str, classes: Sequence[str] | None = None
+    devkit: str | Path,
+    years: Sequence[int],
+    split: str,
+    classes: Sequence[str] | None = None,
+    protocol: VocProtocol = "official",
 ) -> tuple[dict[str, Any], BoxCleaning]:
-    """Convert one split of one or more VOC years to a COCO instances dict.
+    """Convert one split of one or more VOC years to a COCO instances dict under `protocol` (module doc).
 
     `file_name`s are relative to the devkit (VOC2007/JPEGImages/000005.jpg), so one json can span 07+12.
     """
+    if protocol not in VOC_PROTOCOLS:
+        raise ValueError(f"protocol = {protocol!r}: expected one of {', '.join(VOC_PROTOCOLS)}")
     devkit = Path(devkit)
     if not devkit.is_dir():
         raise DatasetError(f"{devkit}: VOCdevkit directory does not exist")
     classes = list(classes) if classes else devkit_classes(devkit, years, split)
     cat_of = {name: i + 1 for i, name in enumerate(classes)}
     data: dict[str, Any] = {
-        "info": {"description": f"PASCAL VOC {'+'.join(map(str, years))} {split}, converted by siamdetr"},
+        "info": {
+            "description": f"PASCAL VOC {'+'.join(map(str, years))} {split}, converted by siamdetr",
+            "voc_protocol": protocol,
+        },
         "licenses": [],
         "images": [],
         "annotations": [],
@@ -147,14 +169,15 @@ def voc_to_coco(
             for obj in ann["objects"]:
                 if obj["name"] not in cat_of:
                     raise DatasetError(f"{xml_path}: class '{obj['name']}' is not one of {classes}")
-                bbox = voc_box_to_coco(obj["box"])
+                bbox = voc_box_to_coco(obj["box"], protocol)
+                ignored = protocol == "voc_standard" and obj["difficult"]
                 data["annotations"].append(
                     {
                         "id": len(data["annotations"]) + 1,
                         "image_id": image_id,
                         "category_id": cat_of[obj["name"]],
                         "bbox": bbox,
-                        "iscrowd": int(obj["difficult"]),
+                        "iscrowd": int(ignored),
                         "difficult": int(obj["difficult"]),
                         "truncated": int(obj["truncated"]),
                     }

@@ -35,7 +35,8 @@ def pad_images(images: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 class DETR(nn.Module):
     """A DETR-family detector. `focal` picks sigmoid classification (Conditional, Deformable) over softmax
-    with a no-object class (Vanilla); `extra_levels` adds strided convs above C5 (Deformable-MS's 4th level)."""
+    with a no-object class (Vanilla); `extra_levels` adds strided convs above C5 (Deformable-MS's 4th level);
+    `box_bias` is the box head's initial last layer (variants.Variant.box_bias; None: PyTorch's init)."""
 
     def __init__(
         self,
@@ -48,10 +49,12 @@ class DETR(nn.Module):
         learned_content: bool = False,
         group_norm: bool = False,
         position_offset: float = 0.0,
+        box_bias: tuple[float, float, float, float] | None = None,
         aux_loss: bool = True,
     ) -> None:
         super().__init__()
         d = transformer.d_model
+        self.box_bias = box_bias
         self.backbone = backbone
         self.transformer = transformer
         self.num_classes = num_classes
@@ -76,13 +79,17 @@ class DETR(nn.Module):
         self.reset_heads()
 
     def reset_heads(self) -> None:
-        """Fresh class and box heads (also used after loading a pretrained Transformer)."""
+        """Fresh class and box heads, initialised as the variant's own code does."""
         self.class_embed.reset_parameters()
         if self.focal:
             nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior p = 0.01
-        last = self.bbox_embed.layers[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        for layer in self.bbox_embed.layers:
+            layer.reset_parameters()
+        if self.box_bias is not None:
+            last = self.bbox_embed.layers[-1]
+            nn.init.zeros_(last.weight)
+            with torch.no_grad():
+                last.bias.copy_(torch.tensor(self.box_bias))
 
     def features(self, images: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Projected feature maps, masks and positional embeddings for every level the Transformer uses."""

@@ -22,13 +22,17 @@ class Variant:
     deformable: bool
     dim_feedforward: int
     loss_ce: float  # classification loss weight of the official configs
+    # the box head's last layer at init, as each variant's own code has it: None keeps PyTorch's Linear init
+    # (DETR's detr.py); else a zero weight and this bias over (cx, cy, w, h) (Conditional DETR: zeros, so every
+    # box starts at its reference point; Deformable DETR: w, h at sigmoid(-2), small boxes)
+    box_bias: tuple[float, float, float, float] | None
 
 
 VARIANTS: dict[str, Variant] = {
-    "vanilla": Variant(False, ("C5",), 0, False, 2048, 1.0),
-    "conditional": Variant(True, ("C5",), 0, False, 2048, 2.0),
-    "deform_ss": Variant(True, ("C5",), 0, True, 1024, 2.0),
-    "deform_ms": Variant(True, ("C3", "C4", "C5"), 1, True, 1024, 2.0),
+    "vanilla": Variant(False, ("C5",), 0, False, 2048, 1.0, None),
+    "conditional": Variant(True, ("C5",), 0, False, 2048, 2.0, (0.0, 0.0, 0.0, 0.0)),
+    "deform_ss": Variant(True, ("C5",), 0, True, 1024, 2.0, (0.0, 0.0, -2.0, -2.0)),
+    "deform_ms": Variant(True, ("C3", "C4", "C5"), 1, True, 1024, 2.0, (0.0, 0.0, -2.0, -2.0)),
 }
 
 
@@ -77,5 +81,6 @@ def build_detector(cfg: ModelConfig, num_classes: int) -> DETR:
         learned_content=v.deformable,
         group_norm=v.deformable,
         position_offset=-0.5 if v.deformable else 0.0,
+        box_bias=v.box_bias,
         aux_loss=cfg.aux_loss,
     )

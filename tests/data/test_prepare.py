@@ -44,6 +44,19 @@ def test_real_data_mode_reads_the_users_roots(tmp_path, monkeypatch, synth_root)
     assert not (tmp_path / "data/prepared/synthetic").exists()
 
 
+@pytest.mark.parametrize(("protocol", "crowd"), [("official", False), ("voc_standard", True)])
+def test_voc_protocol_decides_whether_difficult_objects_count(tmp_path, monkeypatch, synth_root, protocol, crowd):
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data.synthetic=false", f"data.voc_root={synth_root / 'VOCdevkit'}", "data.voc_train_years=[2007]"]
+    cfg = load_config(params=None, profile="smoke", overrides=[*overrides, f"data.voc_protocol={protocol}"])
+    manifest = prepare_data(cfg)
+    assert manifest["voc"]["protocol"] == protocol
+    anns = COCO(manifest["voc"]["train"]["annotations"]).dataset["annotations"]
+    assert any(a["difficult"] for a in anns)
+    assert all(bool(a["iscrowd"]) == (crowd and bool(a["difficult"])) for a in anns)
+    assert manifest["voc"]["train"]["n_crowd"] == (sum(a["difficult"] for a in anns) if crowd else 0)
+
+
 def test_real_data_mode_without_roots_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(params=None, profile="smoke", overrides=["data.synthetic=false"])

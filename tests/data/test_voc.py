@@ -3,6 +3,7 @@ import json
 import pytest
 from pycocotools.coco import COCO
 
+from siamdetr.data.coco import CocoDetection
 from siamdetr.data.synthetic import VOC_CLASSES, render, voc_stem
 from siamdetr.data.voc import VOC_CLASSES as STANDARD_CLASSES
 from siamdetr.data.voc import voc_box_to_coco, voc_to_coco
@@ -35,32 +36,70 @@ def make_devkit(root, images, year=2007, split="trainval", classes=None):
     return root
 
 
-def test_one_based_corners_become_zero_based_xywh():
-    assert voc_box_to_coco((1, 1, 10, 20)) == [0.0, 0.0, 10.0, 20.0]
-    assert voc_box_to_coco((5, 7, 5, 7)) == [4.0, 6.0, 1.0, 1.0]  # a single pixel is 1x1
+def test_official_boxes_take_the_corners_as_they_are():
+    # VOC2007 test 000001's dog (xmin 48, ymin 240, xmax 195, ymax 371) in the official
+    # voc_test2007.cocostyle.json (Zx55/SiameseDETR, data/datasets/voc_meta): [48, 240, 147, 131]
+    assert voc_box_to_coco((48, 240, 195, 371)) == [48.0, 240.0, 147.0, 131.0]
+    assert voc_box_to_coco((5, 7, 5, 7)) == [5.0, 7.0, 0.0, 0.0]
 
 
-def test_conversion_of_coordinates_difficult_and_classes(tmp_path):
-    devkit = make_devkit(
-        tmp_path,
+def test_voc_standard_boxes_make_one_based_corners_zero_based():
+    assert voc_box_to_coco((1, 1, 10, 20), "voc_standard") == [0.0, 0.0, 10.0, 20.0]
+    assert voc_box_to_coco((5, 7, 5, 7), "voc_standard") == [4.0, 6.0, 1.0, 1.0]  # a single pixel is 1x1
+
+
+def difficult_devkit(root):
+    return make_devkit(
+        root,
         {
             "000001": [obj("dog", (1, 1, 50, 40)), obj("cat", (11, 6, 20, 15), difficult=1, truncated=1)],
             "000002": [],
         },
     )
-    data, stats = voc_to_coco(devkit, [2007], "trainval")
+
+
+def test_official_protocol_keeps_difficult_objects_as_ground_truth(tmp_path):
+    data, stats = voc_to_coco(difficult_devkit(tmp_path), [2007], "trainval")
     assert [c["name"] for c in data["categories"]] == list(STANDARD_CLASSES)  # no per-class lists: VOC's 20
     assert [im["file_name"] for im in data["images"]] == [
         "VOC2007/JPEGImages/000001.jpg",
         "VOC2007/JPEGImages/000002.jpg",
     ]
+    assert data["info"]["voc_protocol"] == "official"
+    dog, cat = data["annotations"]
+    assert dog["bbox"] == [1.0, 1.0, 49.0, 39.0] and dog["iscrowd"] == 0 and dog["difficult"] == 0
+    assert cat["bbox"] == [11.0, 6.0, 9.0, 9.0] and cat["iscrowd"] == 0 and cat["difficult"] == 1
+    assert cat["truncated"] == 1 and cat["area"] == 81.0  # area = w * h, as the official json
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    assert (names[dog["category_id"]], names[cat["category_id"]]) == ("dog", "cat")
+    assert (stats.clipped, stats.dropped) == (0, 0)
+
+
+def test_voc_standard_protocol_ignores_difficult_objects(tmp_path):
+    data, stats = voc_to_coco(difficult_devkit(tmp_path), [2007], "trainval", protocol="voc_standard")
+    assert data["info"]["voc_protocol"] == "voc_standard"
     dog, cat = data["annotations"]
     assert dog["bbox"] == [0.0, 0.0, 50.0, 40.0] and dog["iscrowd"] == 0
     assert cat["bbox"] == [10.0, 5.0, 10.0, 10.0] and cat["iscrowd"] == 1 and cat["difficult"] == 1
     assert cat["truncated"] == 1 and cat["area"] == 100.0
-    names = {c["id"]: c["name"] for c in data["categories"]}
-    assert (names[dog["category_id"]], names[cat["category_id"]]) == ("dog", "cat")
     assert (stats.clipped, stats.dropped) == (0, 0)
+
+
+def test_unknown_protocol_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="protocol = 'voc2012'"):
+        voc_to_coco(difficult_devkit(tmp_path), [2007], "trainval", protocol="voc2012")
+
+
+def test_difficult_objects_are_training_targets_only_under_the_official_protocol(tmp_path):
+    devkit = difficult_devkit(tmp_path)
+    (devkit / "VOC2007" / "JPEGImages").mkdir()
+    counts = {}
+    for protocol in ("official", "voc_standard"):
+        path = tmp_path / f"{protocol}.json"
+        path.write_text(json.dumps(voc_to_coco(devkit, [2007], "trainval", protocol=protocol)[0]))
+        ds = CocoDetection(devkit, path)
+        counts[protocol] = sum(len(ds.target(i)["labels"]) for i in ds.ids)
+    assert counts == {"official": 2, "voc_standard": 1}
 
 
 def test_class_list_from_the_devkit_or_given(tmp_path):
@@ -87,6 +126,9 @@ def test_bad_boxes_are_clipped_or_dropped_and_counted(tmp_path):
         tmp_path, {"a": [obj("dog", (40, 30, 60, 45)), obj("dog", (10, 10, 5, 20)), obj("dog", (3, 3, 8, 8))]}
     )
     data, stats = voc_to_coco(devkit, [2007], "trainval")
+    assert (stats.clipped, stats.dropped) == (1, 1)
+    assert [a["bbox"] for a in data["annotations"]] == [[40.0, 30.0, 10.0, 10.0], [3.0, 3.0, 5.0, 5.0]]
+    data, stats = voc_to_coco(devkit, [2007], "trainval", protocol="voc_standard")
     assert (stats.clipped, stats.dropped) == (1, 1)
     assert [a["bbox"] for a in data["annotations"]] == [[39.0, 29.0, 11.0, 11.0], [2.0, 2.0, 6.0, 6.0]]
 
@@ -134,14 +176,19 @@ def test_empty_split_is_an_error(tmp_path):
         voc_to_coco(devkit, [2007], "trainval")
 
 
-def test_synthetic_devkit_round_trips_to_the_generated_boxes(synth_root, synth_cfg, tmp_path):
-    data, stats = voc_to_coco(synth_root / "VOCdevkit", [2007], "trainval")
+@pytest.mark.parametrize("protocol", ["official", "voc_standard"])
+def test_synthetic_devkit_round_trips_to_the_generated_boxes(synth_root, synth_cfg, tmp_path, protocol):
+    """The generator writes VOC's 1-based inclusive corners of 0-based pixel boxes [x0, x1): voc_standard gives
+    the boxes back; official keeps the corners as they are, one pixel in from x0 and y0, as on real VOC."""
+    data, stats = voc_to_coco(synth_root / "VOCdevkit", [2007], "trainval", protocol=protocol)
     assert [c["name"] for c in data["categories"]] == sorted(VOC_CLASSES)
     path = tmp_path / "voc.json"
     path.write_text(json.dumps(data))
     coco = COCO(str(path))  # pycocotools opens the converted json
     assert len(coco.getImgIds()) == synth_cfg.voc_trainval
     names = {c["id"]: c["name"] for c in data["categories"]}
+    shift = 1 if protocol == "official" else 0
+    n_difficult = 0
     for index in range(synth_cfg.voc_trainval):
         _, meta = render("voc_trainval", index, seed=0, cfg=synth_cfg)
         image_id = next(im["id"] for im in data["images"] if voc_stem("voc_trainval", index) in im["file_name"])
@@ -149,12 +196,14 @@ def test_synthetic_devkit_round_trips_to_the_generated_boxes(synth_root, synth_c
         want = sorted(
             (
                 VOC_CLASSES[o.label],
-                (o.bbox[0], o.bbox[1], o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]),
-                int(o.difficult),
+                (o.bbox[0] + shift, o.bbox[1] + shift, o.bbox[2] - o.bbox[0] - shift, o.bbox[3] - o.bbox[1] - shift),
+                int(o.difficult) if protocol == "voc_standard" else 0,
             )
             for o in meta.objects
         )
         assert got == [(n, tuple(float(v) for v in b), c) for n, b, c in want]
+        n_difficult += sum(o.difficult for o in meta.objects)
+    assert n_difficult > 0
 
 
 def test_cli_voc2coco(synth_root, tmp_path, capsys):
@@ -179,10 +228,10 @@ def test_cli_voc2coco(synth_root, tmp_path, capsys):
         == 0
     )
     assert len(COCO(str(out)).getImgIds()) == 6
-    assert "difficult → iscrowd" in capsys.readouterr().out
+    assert "difficult, kept as ground truth" in capsys.readouterr().out
 
 
 def test_xml_text_may_hold_float_coordinates(tmp_path):
     devkit = make_devkit(tmp_path, {"a": [obj("dog", ("1.0", "2.0", "10.0", "12.0"))]})
     data, _ = voc_to_coco(devkit, [2007], "trainval")
-    assert data["annotations"][0]["bbox"] == [0.0, 1.0, 10.0, 11.0]
+    assert data["annotations"][0]["bbox"] == [1.0, 2.0, 9.0, 10.0]

@@ -1,5 +1,7 @@
 """The encode/decode seam and the detector wrapper, for every variant."""
 
+import math
+
 import pytest
 import torch
 
@@ -85,3 +87,25 @@ def test_detector_outputs_and_postprocess(variant):
     n = 5 if model.focal else 6
     assert dets[0]["boxes"].shape == (n, 4) and dets[0]["labels"].max() < 3
     assert (dets[1]["boxes"][:, 2] <= 64 + 1e-4).all() and (dets[1]["boxes"][:, 3] <= 40 + 1e-4).all()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_box_head_starts_as_each_variants_own_code_starts_it(variant):
+    """detr.py (DETR) leaves the box MLP at PyTorch's init; conditional_detr.py zeroes its last layer, so a box
+    starts at its reference point, 0.5 wide; deformable_detr.py (no box refinement) zeroes it too but sets the
+    w, h bias to -2, so boxes start sigmoid(-2) = 0.119 wide."""
+    torch.manual_seed(0)
+    model = build_detector(model_cfg(variant), 3)
+    last = model.bbox_embed.layers[-1]
+    g = torch.Generator().manual_seed(0)
+    hs, refs = torch.randn(1, 2, 6, 32, generator=g), torch.rand(1, 2, 6, 2, generator=g) * 0.8 + 0.1
+    boxes = model.predict_boxes(hs, None if variant == "vanilla" else refs)
+    if variant == "vanilla":
+        bound = 1 / math.sqrt(32)  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        assert last.weight.abs().max() <= bound and last.weight.std() > bound / 3
+        assert boxes.std(dim=2).min() > 1e-3  # queries start at different boxes (zero init: all equal)
+        return
+    wh = 1 / (1 + math.exp(2.0)) if variant.startswith("deform") else 0.5
+    assert (last.weight == 0).all()
+    torch.testing.assert_close(boxes[..., :2], refs)
+    torch.testing.assert_close(boxes[..., 2:], torch.full_like(boxes[..., 2:], wh))
