@@ -168,7 +168,10 @@ class ProposalsConfig:
     edge_map: Literal["gradient", "structure_tensor"] = opt("gradient", doc="edge map when no SED model is given")
     sed_model: str | None = opt(None, must_exist=True, doc="OpenCV SED model.yml.gz (non-commercial; never shipped)")
     min_box_area: float = opt(1000.0, positive, doc="EdgeBoxes' minBoxArea, px² (OpenCV default 1000)")
-    ss_max_side: int = opt(500, at_least(16), doc="Selective Search runs on a copy this long at most")
+    ss_square: int | None = opt(
+        128, at_least(16), doc="Selective Search runs on the image resized to this x this, as DETReg; None: ss_max_side"
+    )
+    ss_max_side: int = opt(500, at_least(16), doc="ss_square None: Selective Search on a copy this long at most")
     out_dir: str = opt("runs/proposals", doc="one store per <dataset>_<method> below it")
 
 
