@@ -176,6 +176,16 @@ class ProposalsConfig:
 
 
 @dataclass
+class UPDETRConfig:
+    """The UP-DETR baseline as its published code trains it (docs/method.md, Baselines)."""
+
+    num_patches: int = opt(10, at_least(1), doc="query patches per image")
+    min_patch: int = opt(8, at_least(1), doc="random patches: each side from this to the image's side minus this, px")
+    mask_ratio: float = opt(0.1, unit_interval, doc="share of the patch queries whose patch feature is dropped")
+    lambda_r: float = opt(1.0, non_negative, doc="weight of the feature reconstruction loss (every decoder layer)")
+
+
+@dataclass
 class PretrainConfig:
     """Self-supervised pretraining of the Transformer (paper §3, §4.1)."""
 
@@ -192,12 +202,14 @@ class PretrainConfig:
     lr_drop: int = opt(2, at_least(1), doc="epoch at which the lr is divided by 10")
     clip_max_norm: float = opt(0.1, non_negative)
     dataset: Literal["imagenet", "coco"] = opt("imagenet", doc="unlabeled pretraining images")
-    proposals: Literal["edgeboxes", "selective_search", "random"] = opt("edgeboxes")
+    proposals: Literal["edgeboxes", "selective_search", "random"] = opt(
+        "edgeboxes", doc="offline store the boxes come from; UP-DETR with random draws its own patches per sample"
+    )
     region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
     jitter: float = opt(0.1, half_open_half, doc="box jitter of the query regions, fraction of w/h")
-    crop_size: int = opt(128, at_least(8), doc="side of the crops whose features are L_r's targets")
+    crop_size: int = opt(128, at_least(8), doc="side of the region crops (L_r targets, UP-DETR patches)")
     short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
     short_max: int = opt(480, at_least(8))
     max_size: int = opt(600, at_least(8))
@@ -205,6 +217,7 @@ class PretrainConfig:
     num_workers: int = opt(2, non_negative)
     log_every: int = opt(10, at_least(1), doc="MLflow per-step loss logging interval")
     out_dir: str = opt("runs/pretrain")
+    updetr: UPDETRConfig = section(UPDETRConfig)
 
 
 @dataclass

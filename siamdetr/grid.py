@@ -266,7 +266,10 @@ def _finish(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-SIAMESE_ONLY = ("tau", "lambda_g", "region_detection", "semantic", "jitter")
+METHOD_ONLY = {  # pretrain keys that only one method reads
+    "siamese": ("tau", "lambda_g", "region_detection", "semantic", "jitter"),
+    "updetr": ("updetr",),
+}
 BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")
 
 
@@ -280,8 +283,9 @@ def done_key(cfg: Config, kind: str) -> str:
     DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch."""
     d = cfg.to_dict()
     section = {k: v for k, v in d[kind].items() if k not in BOOKKEEPING}
-    if kind == "pretrain" and cfg.pretrain.method != "siamese":
-        section = {k: v for k, v in section.items() if k not in SIAMESE_ONLY}
+    if kind == "pretrain":
+        others = {k for method, keys in METHOD_ONLY.items() if method != cfg.pretrain.method for k in keys}
+        section = {k: v for k, v in section.items() if k not in others}
     relevant = {"seed": cfg.seed, "data": d["data"], "model": d["model"], kind: section}
     if kind == "pretrain":
         relevant["proposals"] = d["proposals"]

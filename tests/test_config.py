@@ -66,6 +66,7 @@ def test_params_hash_changes_with_a_value():
         ("pretrain: {lambda_g: -0.5}", "pretrain.lambda_g", ">= 0"),
         ("pretrain: {lambda_loc: -2}", "pretrain.lambda_loc", ">= 0"),
         ("pretrain: {n_proposals: 0}", "pretrain.n_proposals", ">= 1"),
+        ("pretrain: {updetr: {mask_ratio: 1.5}}", "pretrain.updetr.mask_ratio", "[0, 1]"),
         ("pretrain: {batch_size: 0}", "pretrain.batch_size", ">= 1"),
         ("finetune: {batch_size: -3}", "finetune.batch_size", ">= 1"),
         ("finetune: {batch_size: abc}", "finetune.batch_size", "expected an integer"),
@@ -86,6 +87,11 @@ def test_a_bad_value_is_one_error_naming_file_and_key(tmp_path, yaml_text, key, 
     msg = str(err.value)
     assert msg.startswith(f"{params}: {key} = ")
     assert fragment in msg
+
+
+def test_updetr_defaults_to_its_published_recipe():
+    u = load_config(params=None, profile="paper").pretrain.updetr
+    assert (u.num_patches, u.min_patch, u.mask_ratio, u.lambda_r) == (10, 8, 0.1, 1.0)
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):

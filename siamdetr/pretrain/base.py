@@ -27,14 +27,20 @@ LOC_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # the matche
 
 @dataclass
 class View:
-    """One padded batch of views with their boxes (xyxy, view pixels) and each view's unpadded size."""
+    """One padded batch of views with their boxes (xyxy, view pixels) and each view's unpadded size.
 
-    images: Tensor  # [B, 3, H, W] colour-augmented, normalised
+    UP-DETR cuts and colour-augments its patches in the dataset, where each sample's generator lives; they
+    come with the view.
+    """
+
+    images: Tensor  # [B, 3, H, W] normalised (Siamese DETR: colour-augmented)
     mask: Tensor  # [B, H, W] True = padding
     plain: Tensor  # [B, 3, H, W] geometric augmentation only (crops for L_r come from here)
-    boxes: list[Tensor]  # [n, 4] per image: the targets
-    query_boxes: list[Tensor]  # [n, 4] per image: jittered boxes the query features are pooled from
+    boxes: list[Tensor]  # [n_i, 4] per image: the targets
+    query_boxes: list[Tensor]  # [n_i, 4] per image: jittered boxes the query features are pooled from
     sizes: list[tuple[int, int]]  # (h, w) per image
+    patches: Tensor | None = None  # [sum n_i, 3, S, S] the boxes' crops, colour-augmented, normalised
+    query_keep: Tensor | None = None  # [B, Q] False: UP-DETR masks this query's patch feature
 
 
 def normalised_cxcywh(boxes: list[Tensor], sizes: list[tuple[int, int]]) -> list[Tensor]:

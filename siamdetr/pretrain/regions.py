@@ -2,7 +2,8 @@
 
 Object-level features z: RoIAlign on the backbone's last feature map (paper Eq. 4). Crop-level features p:
 each box cut out of the image tensor by RoIAlign at a fixed size, colour-augmented per crop, run through the
-backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops.
+backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops. UP-DETR's patches
+are cut in the dataset (`pretrain/single_view.py`) and only pooled here.
 """
 
 from __future__ import annotations
@@ -26,13 +27,6 @@ def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def last_level(backbone: Backbone, images: Tensor, mask: Tensor) -> tuple[Tensor, float]:
-    """The backbone's last (C5) feature map and its stride."""
-    feats = backbone(images, mask)
-    return feats[-1][0], float(backbone.strides[-1])
-
-
-@torch.no_grad()
 def object_features(feature_map: Tensor, stride: float, boxes: list[Tensor]) -> Tensor:
     """z: RoIAlign 7x7 on the feature map, average pooled → [sum n_i, C]; boxes are xyxy image pixels."""
     pooled = roi_align(feature_map, boxes, ROI_SIZE, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
@@ -45,6 +39,12 @@ def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
 
 
 @torch.no_grad()
+def patch_features(backbone: Backbone, patches: Tensor) -> Tensor:
+    """Normalised patches [N, 3, S, S] → their last backbone feature map, average pooled → [N, C]."""
+    return backbone.body(patches)[backbone.levels[-1]].mean(dim=(2, 3))
+
+
+@torch.no_grad()
 def crop_features(
     backbone: Backbone, images: Tensor, boxes: list[Tensor], size: int, colour: Callable[[Tensor], Tensor] | None = None
 ) -> Tensor:
@@ -53,6 +53,4 @@ def crop_features(
     if colour is not None:
         mean, std = _stats(crops)
         crops = (colour((crops * std + mean).clamp(0, 1)) - mean) / std
-    no_pad = torch.zeros(crops.shape[0], size, size, dtype=torch.bool, device=crops.device)
-    feature_map, _ = last_level(backbone, crops, no_pad)
-    return feature_map.mean(dim=(2, 3))
+    return patch_features(backbone, crops)

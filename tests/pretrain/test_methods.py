@@ -17,16 +17,18 @@ from siamdetr.pretrain.updetr import UPDETR
 
 METHODS = {
     "siamese": lambda d: SiameseDETR(d, crop_size=32),
-    "updetr": lambda d: UPDETR(d, crop_size=32),
+    "updetr": UPDETR,
     "detreg": lambda d: DETReg(d, crop_size=32),
 }
 
 
-def view(seed: int) -> View:
+def view(seed: int, num_queries: int = 10) -> View:
     g = torch.Generator().manual_seed(seed)
     images, mask = pad_images([torch.randn(3, 64, 64, generator=g), torch.randn(3, 48, 64, generator=g)])
     boxes = [torch.tensor([[4.0, 4.0, 30.0, 30.0], [10.0, 20.0, 60.0, 40.0], [0.0, 0.0, 64.0, 48.0]])] * 2
-    return View(images, mask, images.clone(), boxes, [b + 1 for b in boxes], [(64, 64), (48, 64)])
+    patches = torch.randn(6, 3, 32, 32, generator=g)
+    keep = torch.rand(2, num_queries, generator=g) > 0.1
+    return View(images, mask, images.clone(), boxes, [b + 1 for b in boxes], [(64, 64), (48, 64)], patches, keep)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -82,3 +84,32 @@ def test_siamese_ablation_switches_change_the_loss_terms():
         model = SiameseDETR(build_detector(cfg, 1), crop_size=32, semantic=semantic)
         losses = model(view(0), view(1))
         assert {k for k in losses if k in ("loss_region", "loss_global")} == expected, semantic
+
+
+def test_updetr_reconstructs_patch_features_with_weight_1_on_every_layer_whatever_siamese_lambda_r():
+    from siamdetr.pretrain_stage import build_method
+
+    cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=updetr", "model.dec_layers=3"])
+    assert cfg.pretrain.lambda_r == 3.0  # Siamese DETR's L_r weight, not UP-DETR's
+    weights = build_method(cfg).weights
+    assert {k: v for k, v in weights.items() if k.startswith("loss_region")} == {
+        "loss_region_0": 1.0,
+        "loss_region_1": 1.0,
+        "loss_region": 1.0,
+    }
+    cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=updetr", "pretrain.updetr.lambda_r=2"])
+    assert build_method(cfg).weights["loss_region"] == 2.0
+
+
+def test_updetr_masked_queries_do_not_see_their_patch():
+    cfg = load_config(params=None, profile="smoke", overrides=["model.dropout=0"]).model
+    model = UPDETR(build_detector(cfg, num_classes=1)).eval()
+    a, b = view(0), view(0)
+    b.patches = torch.randn_like(a.patches)  # other patches, same image and boxes
+    localisation = ("loss_ce", "loss_bbox", "loss_giou")
+    with torch.no_grad():
+        seen = model(a), model(b)
+        assert any(seen[0][k] != seen[1][k] for k in localisation)  # kept queries carry their patch
+        a.query_keep[:], b.query_keep[:] = False, False
+        masked = model(a), model(b)
+    assert all(masked[0][k] == masked[1][k] for k in localisation)
