@@ -186,13 +186,23 @@ class UPDETRConfig:
 
 
 @dataclass
+class DETRegConfig:
+    """The DETReg baseline as its published code trains it (docs/method.md, Baselines)."""
+
+    num_targets: int = opt(30, at_least(1), doc="the top proposals of an image, all of them targets")
+    embed_level: Literal["C3", "C4", "C5"] = opt("C3", doc="backbone level pooled into the embedding targets")
+    lambda_embed: float = opt(1.0, non_negative, doc="weight of the L1 embedding loss (last decoder layer)")
+    crop: bool = opt(True, doc="DETReg's random-size crop on half the samples; false: resize and flip only")
+
+
+@dataclass
 class PretrainConfig:
     """Self-supervised pretraining of the Transformer (paper §3, §4.1)."""
 
     method: Literal["siamese", "updetr", "detreg"] = opt("siamese")
     tau: float = opt(0.5, open_unit_interval, doc="IoU between the two views, at least")
-    n_proposals: int = opt(10, at_least(1), doc="boxes per view (n)")
-    lambda_r: float = opt(3.0, non_negative, doc="weight of the region discrimination loss L_r")
+    n_proposals: int = opt(10, at_least(1), doc="Siamese DETR: boxes per view (n)")
+    lambda_r: float = opt(3.0, non_negative, doc="Siamese DETR: weight of the region discrimination loss L_r")
     lambda_g: float = opt(10.0, non_negative, doc="weight of the global discrimination loss L_g")
     lambda_loc: float = opt(1.0, non_negative, doc="weight of the localisation loss L_loc")
     batch_size: int = opt(16, at_least(1))
@@ -209,7 +219,7 @@ class PretrainConfig:
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
     jitter: float = opt(0.1, half_open_half, doc="box jitter of the query regions, fraction of w/h")
-    crop_size: int = opt(128, at_least(8), doc="side of the region crops (L_r targets, UP-DETR patches)")
+    crop_size: int = opt(128, at_least(8), doc="side of the region crops (L_r targets, UP-DETR and DETReg patches)")
     short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
     short_max: int = opt(480, at_least(8))
     max_size: int = opt(600, at_least(8))
@@ -218,6 +228,7 @@ class PretrainConfig:
     log_every: int = opt(10, at_least(1), doc="MLflow per-step loss logging interval")
     out_dir: str = opt("runs/pretrain")
     updetr: UPDETRConfig = section(UPDETRConfig)
+    detreg: DETRegConfig = section(DETRegConfig)
 
 
 @dataclass
@@ -586,6 +597,12 @@ def check_consistency(cfg: Config) -> None:
         known = SECTIONS if section in SECTIONS else ()
         if not known or name not in {x.name for x in dataclasses.fields(getattr(cfg, section))}:
             raise ConfigError(f"{cfg.source_of('grid.profile_keys')}: grid.profile_keys: {key!r} is not a config key")
+    p = cfg.pretrain
+    if p.method == "detreg" and cfg.proposals.top_k < p.detreg.num_targets:
+        raise ConfigError(
+            f"{cfg.source_of('proposals.top_k')}: proposals.top_k = {cfg.proposals.top_k} is below "
+            f"pretrain.detreg.num_targets = {p.detreg.num_targets}: the store would not hold DETReg's targets"
+        )
     if not f.train_scales:
         raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
 

@@ -267,8 +267,9 @@ def _finish(job: Job, result: dict[str, Any]) -> dict[str, Any]:
 
 
 METHOD_ONLY = {  # pretrain keys that only one method reads
-    "siamese": ("tau", "lambda_g", "region_detection", "semantic", "jitter"),
+    "siamese": ("tau", "n_proposals", "lambda_r", "lambda_g", "region_detection", "semantic", "jitter"),
     "updetr": ("updetr",),
+    "detreg": ("detreg",),
 }
 BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")
 
@@ -280,7 +281,8 @@ def is_main_process() -> bool:
 def done_key(cfg: Config, kind: str) -> str:
     """What a finished seed must match to be skipped: the settings the run depends on, and the weights it
     reads (the frozen backbone; a fine-tune's pretrained init). So `pretrain.tau` retrains only Siamese
-    DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch."""
+    DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch, and
+    `pretrain.detreg.*` only DETReg runs."""
     d = cfg.to_dict()
     section = {k: v for k, v in d[kind].items() if k not in BOOKKEEPING}
     if kind == "pretrain":

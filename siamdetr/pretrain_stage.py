@@ -62,7 +62,7 @@ def build_method(cfg: Config) -> RegionPretrainer:
         )
     if p.method == "updetr":
         return UPDETR(detr, p.lambda_loc, p.updetr.lambda_r)
-    return DETReg(detr, p.lambda_loc, p.lambda_r, p.crop_size)
+    return DETReg(detr, p.lambda_loc, p.detreg.lambda_embed, p.detreg.embed_level)
 
 
 class CropColour(nn.Module):

@@ -2,8 +2,8 @@
 
 Object-level features z: RoIAlign on the backbone's last feature map (paper Eq. 4). Crop-level features p:
 each box cut out of the image tensor by RoIAlign at a fixed size, colour-augmented per crop, run through the
-backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops. UP-DETR's patches
-are cut in the dataset (`pretrain/single_view.py`) and only pooled here.
+backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops. UP-DETR's and
+DETReg's patches are cut in the dataset (`pretrain/single_view.py`) and only pooled here.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
 
 
 @torch.no_grad()
-def patch_features(backbone: Backbone, patches: Tensor) -> Tensor:
-    """Normalised patches [N, 3, S, S] → their last backbone feature map, average pooled → [N, C]."""
-    return backbone.body(patches)[backbone.levels[-1]].mean(dim=(2, 3))
+def patch_features(backbone: Backbone, patches: Tensor, level: str | None = None) -> Tensor:
+    """Normalised patches [N, 3, S, S] → their backbone feature map at `level` (default: the backbone's last
+    returned level), average pooled → [N, C]."""
+    return backbone.body(patches)[level or backbone.levels[-1]].mean(dim=(2, 3))
 
 
 @torch.no_grad()

@@ -1,11 +1,12 @@
-"""One view of an image for the single-view baselines.
+"""One view of an image for the single-view baselines, built as their published code builds it.
 
-UP-DETR, as its published code builds it (dddzg/up-detr, datasets/selfdet.py): the whole image at a random
-scale, neither flipped nor colour-changed, with `num_patches` query patches drawn fresh for every sample
-(random boxes; the top proposals of a store when `pretrain.proposals` is not `random`) and a mask over the
-patch queries. Each patch is cut from the resized image, resized to crop_size² and colour-augmented on its
-own (its query transform), here in the dataset because that is where the sample's generator lives.
-DETReg: the whole image resized and maybe flipped, colour-augmented, with n of its proposals as targets.
+UP-DETR (dddzg/up-detr, datasets/selfdet.py): the whole image at a random scale, neither flipped nor
+colour-changed, with `num_patches` query patches drawn fresh for every sample (random boxes; the top
+proposals of a store when `pretrain.proposals` is not `random`) and a mask over the patch queries.
+DETReg (amirbar/DETReg, datasets/selfdet.py): every one of the image's top `num_targets` offline proposals
+as a target, through DETReg's flip, resize and random-size crop; boxes the crop empties are dropped.
+Both: each box's patch is cut from the augmented image, resized to crop_size² and colour-augmented on its
+own (their query transform), here in the dataset because that is where the sample's generator lives.
 
 Every draw comes from that generator, so a sample is a function of (seed, epoch, index).
 """
@@ -24,6 +25,7 @@ from siamdetr.pretrain.regions import crop_images
 from siamdetr.views import (
     batched_colour_augment,
     choose_proposals,
+    clip_to_rect,
     coin,
     duplicate_boxes,
     horizontal_flip,
@@ -32,7 +34,10 @@ from siamdetr.views import (
     random_int,
 )
 
-TOP_K_SAMPLE = 32  # boxes from a store: the same proposal pool as the two-view path (views.ViewConfig)
+TOP_K_SAMPLE = 32  # UP-DETR from a store: the same proposal pool as the two-view path (views.ViewConfig)
+DETREG_SCALE = 480  # DETReg's largest resize (ImageNet); its crop sizes below scale with pretrain.short_max
+DETREG_PRE_CROP = (400, 500, 600)  # short sides before the crop
+DETREG_CROP = (384, 600)  # crop side range
 
 
 def draws_own_patches(p: PretrainConfig) -> bool:
@@ -74,6 +79,34 @@ def resized(frame: Tensor, boxes: Tensor, short: int, max_size: int | None) -> t
     return TF.resize(frame, [nh, nw], antialias=True), boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
 
 
+def random_size_crop(
+    frame: Tensor, boxes: Tensor, low: int, high: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """DETR's RandomSizeCrop: width and height uniform in [low, min(side, high)], position uniform; the
+    boxes are clipped to the crop (those it empties have zero area)."""
+    h, w = frame.shape[-2:]
+    ch, cw = random_int(generator, min(low, h), min(h, high)), random_int(generator, min(low, w), min(w, high))
+    top, left = random_int(generator, 0, h - ch), random_int(generator, 0, w - cw)
+    shifted = boxes - torch.tensor([left, top, left, top], dtype=boxes.dtype)
+    return frame[:, top : top + ch, left : left + cw], clip_to_rect(shifted, torch.tensor([0.0, 0.0, cw, ch]))
+
+
+def detreg_geometry(
+    frame: Tensor, boxes: Tensor, p: PretrainConfig, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """DETReg's detection transform: a flip (p 0.5), then a resize, or on half the samples (with
+    `detreg.crop`) a resize → random-size crop → resize, DETReg's crop sizes scaled by short_max / 480."""
+    if coin(generator, 0.5):
+        frame, boxes = horizontal_flip(frame, boxes)
+    if p.detreg.crop and coin(generator, 0.5):
+        ratio = p.short_max / DETREG_SCALE
+        pre = DETREG_PRE_CROP[random_int(generator, 0, len(DETREG_PRE_CROP) - 1)]
+        frame, boxes = resized(frame, boxes, round(pre * ratio), None)
+        low, high = (round(s * ratio) for s in DETREG_CROP)
+        frame, boxes = random_size_crop(frame, boxes, low, high, generator)
+    return resized(frame, boxes, random_int(generator, p.short_min, p.short_max), p.max_size)
+
+
 def with_patches(frame: Tensor, boxes: Tensor, size: int, generator: torch.Generator) -> dict[str, Any]:
     """The sample of one view: the image itself (no colour change), its boxes and their patches, each cut
     out, resized to size² and colour-augmented on its own (SimCLR's jitter, grayscale and blur)."""
@@ -106,17 +139,15 @@ def updetr_sample(image: Tensor, proposals: Tensor, cfg: Config, generator: torc
 
 
 def detreg_sample(image: Tensor, proposals: Tensor, cfg: Config, generator: torch.Generator) -> dict[str, Any]:
-    """DETReg: the whole image resized and maybe flipped, colour-augmented, with n of its proposals as targets."""
+    """DETReg: the top num_targets proposals, all of them, through its geometry; those the crop empties are
+    dropped, and a view left with none gets the whole view as its one target (DETReg draws another image)."""
     p = cfg.pretrain
     frame = TF.to_dtype(image, torch.float32, scale=True)
-    frame, boxes = resized(frame, proposals, random_int(generator, p.short_min, p.short_max), p.max_size)
-    if coin(generator, 0.5):
-        frame, boxes = horizontal_flip(frame, boxes)
-    nh, nw = frame.shape[-2:]
-    boxes = stored_patches(boxes, p.n_proposals, p.sample_proposals, nh, nw, generator)
-    image = normalise(frame)
-    coloured = normalise(batched_colour_augment(frame[None], generator)[0])
-    return {"view": coloured, "plain": image, "boxes": boxes, "query_boxes": boxes, "size": (nh, nw)}
+    frame, boxes = detreg_geometry(frame, proposals[: p.detreg.num_targets], p, generator)
+    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    if not len(boxes):
+        boxes = torch.tensor([[0.0, 0.0, frame.shape[-1], frame.shape[-2]]])
+    return with_patches(frame, boxes, p.crop_size, generator)
 
 
 SAMPLES: dict[str, Callable[[Tensor, Tensor, Config, torch.Generator], dict[str, Any]]] = {

@@ -18,7 +18,7 @@ from siamdetr.pretrain.updetr import UPDETR
 METHODS = {
     "siamese": lambda d: SiameseDETR(d, crop_size=32),
     "updetr": UPDETR,
-    "detreg": lambda d: DETReg(d, crop_size=32),
+    "detreg": DETReg,
 }
 
 
@@ -113,3 +113,38 @@ def test_updetr_masked_queries_do_not_see_their_patch():
         a.query_keep[:], b.query_keep[:] = False, False
         masked = model(a), model(b)
     assert all(masked[0][k] == masked[1][k] for k in localisation)
+
+
+def test_detreg_regresses_the_c3_embedding_on_the_last_decoder_layer_only_with_weight_1():
+    from siamdetr.pretrain_stage import build_method
+
+    cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=detreg", "model.dec_layers=3"])
+    model = build_method(cfg).train()
+    assert {k: v for k, v in model.weights.items() if "embed" in k or "region" in k} == {"loss_embed": 1.0}
+    backbone = model.detr.backbone
+    assert backbone.levels == ("C5",) and model.sem_head.layers[-1].out_features == backbone.level_channels["C3"]
+    decoded, head_inputs = [], []
+    decode = model.detr.transformer.decode
+    model.detr.transformer.decode = lambda *a: decoded.append(decode(*a)) or decoded[-1]
+    model.sem_head.register_forward_hook(lambda module, inputs, output: head_inputs.append(inputs[0]))
+    losses = model(view(0))
+    assert {k for k in losses if "embed" in k or "region" in k} == {"loss_embed"}
+    hs = decoded[0][0]
+    assert hs.shape[0] == 3 and len(head_inputs) == 1 and torch.equal(head_inputs[0], hs[-1])  # the last layer only
+    c5 = load_config(
+        params=None, profile="smoke", overrides=["pretrain.method=detreg", "pretrain.detreg.embed_level=C5"]
+    )
+    assert build_method(c5).sem_head.layers[-1].out_features == backbone.level_channels["C5"]
+    assert backbone.level_channels["C5"] != backbone.level_channels["C3"]
+
+
+def test_detreg_embedding_target_is_the_pooled_layer2_map_of_each_patch():
+    from siamdetr.pretrain.regions import patch_features
+
+    backbone = Backbone("small", ("C5",)).eval()
+    patches = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = backbone.body
+    with torch.no_grad():
+        layer2 = t.layer2(t.layer1(t.relu(t.bn1(t.conv1(patches)))))
+    torch.testing.assert_close(patch_features(backbone, patches, "C3"), layer2.mean(dim=(2, 3)))
+    assert patch_features(backbone, patches).shape == (3, backbone.level_channels["C5"])

@@ -1,12 +1,12 @@
-"""UP-DETR's samples follow its published code: fresh random patches and a query mask, every draw from the
-sample's generator."""
+"""The single-view baselines' samples follow their published code: UP-DETR's fresh random patches and query
+mask, DETReg's top-30 targets through its flip / resize / crop; every draw from the sample's generator."""
 
 import pytest
 import torch
 
 from siamdetr.config import load_config
-from siamdetr.pretrain.data import PretrainImages
-from siamdetr.pretrain.single_view import random_patches, updetr_sample
+from siamdetr.pretrain.data import PretrainImages, collate_views
+from siamdetr.pretrain.single_view import detreg_sample, random_patches, updetr_sample
 
 
 def cfg_of(*sets):
@@ -77,3 +77,47 @@ def test_updetr_from_a_store_takes_its_patches_from_the_proposals():
     h, w = s["size"]
     back = s["boxes"] * torch.tensor([80 / w, 64 / h] * 2)
     torch.testing.assert_close(back, proposals[:10], atol=1e-3, rtol=0)
+
+
+def area(b):
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def test_detreg_takes_all_of_the_top_30_proposals_as_targets():
+    cfg = cfg_of("pretrain.method=detreg", "pretrain.detreg.crop=false")
+    proposals = torch.tensor([[i, i, i + 10.0 + i % 7, i + 12.0] for i in range(45)], dtype=torch.float32)
+    for seed in range(6):  # flipped or not
+        s = detreg_sample(image(), proposals, cfg, torch.Generator().manual_seed(seed))
+        h, w = s["size"]
+        assert len(s["boxes"]) == 30 and s["patches"].shape[0] == 30
+        torch.testing.assert_close(area(s["boxes"]) * (80 / w) * (64 / h), area(proposals[:30]), rtol=1e-4, atol=1e-3)
+        assert torch.equal(s["view"], s["plain"])
+
+
+def test_detreg_crop_drops_the_targets_it_empties_and_keeps_the_rest_inside_the_view():
+    cfg = cfg_of("pretrain.method=detreg", "pretrain.short_min=64", "pretrain.short_max=64")
+    corners = torch.tensor(
+        [[0.0, 0.0, 6.0, 6.0], [74.0, 0.0, 80.0, 6.0], [0.0, 58.0, 6.0, 64.0], [74.0, 58.0, 80.0, 64.0]]
+    )
+    proposals = torch.cat([corners, torch.tensor([[0.0, 0.0, 80.0, 64.0]])])
+    counts = set()
+    for seed in range(40):
+        s = detreg_sample(image(), proposals, cfg, torch.Generator().manual_seed(seed))
+        h, w = s["size"]
+        b = s["boxes"]
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        assert b.min() >= 0 and (b[:, 2] <= w + 1e-3).all() and (b[:, 3] <= h + 1e-3).all()
+        counts.add(len(b))
+    assert 5 in counts and min(counts) < 5  # uncropped samples keep all five; crops lose corners
+    same = [detreg_sample(image(), proposals, cfg, torch.Generator().manual_seed(7))["boxes"] for _ in range(2)]
+    assert torch.equal(*same)
+
+
+def test_detreg_targets_may_differ_in_number_across_a_batch():
+    cfg = cfg_of("pretrain.method=detreg", "pretrain.detreg.crop=false")
+    g = torch.Generator().manual_seed(0)
+    few = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 10.0, 60.0, 50.0]])
+    many = torch.tensor([[float(i), 0.0, i + 30.0, 40.0] for i in range(40)])
+    batch = collate_views([{"views": [detreg_sample(image(), p, cfg, g)]} for p in (few, many)])
+    view = batch["views"][0]
+    assert [len(b) for b in view.boxes] == [2, 30] and view.patches.shape[0] == 32 and view.query_keep is None
