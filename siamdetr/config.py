@@ -173,8 +173,31 @@ class ProposalsConfig:
     edge_map: Literal["gradient", "structure_tensor"] = opt("gradient", doc="edge map when no SED model is given")
     sed_model: str | None = opt(None, must_exist=True, doc="OpenCV SED model.yml.gz (non-commercial; never shipped)")
     min_box_area: float = opt(1000.0, positive, doc="EdgeBoxes' minBoxArea, px² (OpenCV default 1000)")
-    ss_max_side: int = opt(500, at_least(16), doc="Selective Search runs on a copy this long at most")
+    ss_square: int | None = opt(
+        128, at_least(16), doc="Selective Search runs on the image resized to this x this, as DETReg; None: ss_max_side"
+    )
+    ss_max_side: int = opt(500, at_least(16), doc="ss_square None: Selective Search on a copy this long at most")
     out_dir: str = opt("runs/proposals", doc="one store per <dataset>_<method> below it")
+
+
+@dataclass
+class UPDETRConfig:
+    """The UP-DETR baseline as its published code trains it (docs/method.md, Baselines)."""
+
+    num_patches: int = opt(10, at_least(1), doc="query patches per image")
+    min_patch: int = opt(8, at_least(1), doc="random patches: each side from this to the image's side minus this, px")
+    mask_ratio: float = opt(0.1, unit_interval, doc="share of the patch queries whose patch feature is dropped")
+    lambda_r: float = opt(1.0, non_negative, doc="weight of the feature reconstruction loss (every decoder layer)")
+
+
+@dataclass
+class DETRegConfig:
+    """The DETReg baseline as its published code trains it (docs/method.md, Baselines)."""
+
+    num_targets: int = opt(30, at_least(1), doc="the top proposals of an image, all of them targets")
+    embed_level: Literal["C3", "C4", "C5"] = opt("C3", doc="backbone level pooled into the embedding targets")
+    lambda_embed: float = opt(1.0, non_negative, doc="weight of the L1 embedding loss (last decoder layer)")
+    crop: bool = opt(True, doc="DETReg's random-size crop on half the samples; false: resize and flip only")
 
 
 @dataclass
@@ -183,8 +206,8 @@ class PretrainConfig:
 
     method: Literal["siamese", "updetr", "detreg"] = opt("siamese")
     tau: float = opt(0.5, open_unit_interval, doc="IoU between the two views, at least")
-    n_proposals: int = opt(10, at_least(1), doc="boxes per view (n)")
-    lambda_r: float = opt(3.0, non_negative, doc="weight of the region discrimination loss L_r")
+    n_proposals: int = opt(10, at_least(1), doc="Siamese DETR: boxes per view (n)")
+    lambda_r: float = opt(3.0, non_negative, doc="Siamese DETR: weight of the region discrimination loss L_r")
     lambda_g: float = opt(10.0, non_negative, doc="weight of the global discrimination loss L_g")
     lambda_loc: float = opt(1.0, non_negative, doc="weight of the localisation loss L_loc")
     batch_size: int = opt(16, at_least(1))
@@ -194,14 +217,16 @@ class PretrainConfig:
     lr_drop: int = opt(2, at_least(1), doc="epoch at which the lr is divided by 10")
     clip_max_norm: float = opt(0.1, non_negative)
     dataset: Literal["imagenet", "coco"] = opt("imagenet", doc="unlabeled pretraining images")
-    proposals: Literal["edgeboxes", "selective_search", "random"] = opt("edgeboxes")
+    proposals: Literal["edgeboxes", "selective_search", "random"] = opt(
+        "edgeboxes", doc="offline store the boxes come from; UP-DETR with random draws its own patches per sample"
+    )
     region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")
     jitter: float = opt(
         0.1, half_open_half, doc="query-box jitter: at most this fraction of w/h, as 2·sigmoid(N(0,1))−1 times it"
     )
-    crop_size: int = opt(128, at_least(8), doc="side of the crops whose features are L_r's targets")
+    crop_size: int = opt(128, at_least(8), doc="side of the region crops (L_r targets, UP-DETR and DETReg patches)")
     short_min: int = opt(320, at_least(8), doc="view scale: short side range and long-side cap")
     short_max: int = opt(480, at_least(8))
     max_size: int = opt(600, at_least(8))
@@ -209,6 +234,8 @@ class PretrainConfig:
     num_workers: int = opt(2, non_negative)
     log_every: int = opt(10, at_least(1), doc="MLflow per-step loss logging interval")
     out_dir: str = opt("runs/pretrain")
+    updetr: UPDETRConfig = section(UPDETRConfig)
+    detreg: DETRegConfig = section(DETRegConfig)
 
 
 @dataclass
@@ -580,6 +607,12 @@ def check_consistency(cfg: Config) -> None:
         known = SECTIONS if section in SECTIONS else ()
         if not known or name not in {x.name for x in dataclasses.fields(getattr(cfg, section))}:
             raise ConfigError(f"{cfg.source_of('grid.profile_keys')}: grid.profile_keys: {key!r} is not a config key")
+    p = cfg.pretrain
+    if p.method == "detreg" and cfg.proposals.top_k < p.detreg.num_targets:
+        raise ConfigError(
+            f"{cfg.source_of('proposals.top_k')}: proposals.top_k = {cfg.proposals.top_k} is below "
+            f"pretrain.detreg.num_targets = {p.detreg.num_targets}: the store would not hold DETReg's targets"
+        )
     if not f.train_scales:
         raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
 

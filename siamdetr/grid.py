@@ -266,7 +266,11 @@ def _finish(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-SIAMESE_ONLY = ("tau", "lambda_g", "region_detection", "semantic", "jitter")
+METHOD_ONLY = {  # pretrain keys that only one method reads
+    "siamese": ("tau", "n_proposals", "lambda_r", "lambda_g", "region_detection", "semantic", "jitter"),
+    "updetr": ("updetr",),
+    "detreg": ("detreg",),
+}
 BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")
 
 
@@ -277,11 +281,13 @@ def is_main_process() -> bool:
 def done_key(cfg: Config, kind: str) -> str:
     """What a finished seed must match to be skipped: the settings the run depends on, and the weights it
     reads (the frozen backbone; a fine-tune's pretrained init). So `pretrain.tau` retrains only Siamese
-    DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch."""
+    DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch, and
+    `pretrain.detreg.*` only DETReg runs."""
     d = cfg.to_dict()
     section = {k: v for k, v in d[kind].items() if k not in BOOKKEEPING}
-    if kind == "pretrain" and cfg.pretrain.method != "siamese":
-        section = {k: v for k, v in section.items() if k not in SIAMESE_ONLY}
+    if kind == "pretrain":
+        others = {k for method, keys in METHOD_ONLY.items() if method != cfg.pretrain.method for k in keys}
+        section = {k: v for k, v in section.items() if k not in others}
     relevant = {"seed": cfg.seed, "data": d["data"], "model": d["model"], kind: section}
     if kind == "pretrain":
         relevant["proposals"] = d["proposals"]

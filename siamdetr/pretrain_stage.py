@@ -1,5 +1,6 @@
 """The `pretrain` stage: self-supervised pretraining of a DETR variant's Transformer with Siamese DETR,
-UP-DETR or DETReg, on unlabeled images and their offline proposals, backbone frozen.
+UP-DETR or DETReg, on unlabeled images and their offline proposals (UP-DETR's random patches are drawn per
+sample instead), backbone frozen.
 
 It writes `<out_dir>/pretrained.pth` ({"model": DETR state dict, "meta": method/dataset/proposals/variant}),
 which `siamdetr finetune --init` loads, and resumes exactly from `<out_dir>/checkpoint.pth` like fine-tuning.
@@ -60,8 +61,8 @@ def build_method(cfg: Config) -> RegionPretrainer:
             crop_colour=CropColour(batched_colour_augment),
         )
     if p.method == "updetr":
-        return UPDETR(detr, p.lambda_loc, p.lambda_r, p.crop_size)
-    return DETReg(detr, p.lambda_loc, p.lambda_r, p.crop_size)
+        return UPDETR(detr, p.lambda_loc, p.updetr.lambda_r)
+    return DETReg(detr, p.lambda_loc, p.detreg.lambda_embed, p.detreg.embed_level)
 
 
 class CropColour(nn.Module):
@@ -139,6 +140,7 @@ def write_outputs(out: Path, method: RegionPretrainer, meta: dict[str, Any], his
 
 def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain, checkpoint every epoch (a rerun resumes), write pretrained.pth; returns the last epoch's losses."""
+    from siamdetr.pretrain.single_view import draws_own_patches
     from siamdetr.proposals.store import ProposalStore
 
     p = cfg.pretrain
@@ -151,7 +153,7 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
     out = Path(p.out_dir)
     seed_everything(cfg.seed)
     images, _ = pretraining_split(cfg)
-    ds = PretrainImages(images, ProposalStore.open(store_path(cfg)), cfg, two_views=p.method == "siamese")
+    ds = PretrainImages(images, {} if draws_own_patches(p) else ProposalStore.open(store_path(cfg)), cfg)
     method = build_method(cfg).to(dist_info.device)
     params = [q for q in method.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)

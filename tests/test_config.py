@@ -66,6 +66,8 @@ def test_params_hash_changes_with_a_value():
         ("pretrain: {lambda_g: -0.5}", "pretrain.lambda_g", ">= 0"),
         ("pretrain: {lambda_loc: -2}", "pretrain.lambda_loc", ">= 0"),
         ("pretrain: {n_proposals: 0}", "pretrain.n_proposals", ">= 1"),
+        ("pretrain: {updetr: {mask_ratio: 1.5}}", "pretrain.updetr.mask_ratio", "[0, 1]"),
+        ("pretrain: {detreg: {embed_level: C2}}", "pretrain.detreg.embed_level", "one of 'C3', 'C4', 'C5'"),
         ("pretrain: {batch_size: 0}", "pretrain.batch_size", ">= 1"),
         ("finetune: {batch_size: -3}", "finetune.batch_size", ">= 1"),
         ("finetune: {batch_size: abc}", "finetune.batch_size", "expected an integer"),
@@ -86,6 +88,17 @@ def test_a_bad_value_is_one_error_naming_file_and_key(tmp_path, yaml_text, key, 
     msg = str(err.value)
     assert msg.startswith(f"{params}: {key} = ")
     assert fragment in msg
+
+
+def test_the_baselines_default_to_their_published_recipes_and_detreg_needs_its_targets_in_the_store():
+    cfg = load_config(params=None, profile="paper")
+    u, d = cfg.pretrain.updetr, cfg.pretrain.detreg
+    assert (u.num_patches, u.min_patch, u.mask_ratio, u.lambda_r) == (10, 8, 0.1, 1.0)
+    assert (d.num_targets, d.embed_level, d.lambda_embed, d.crop) == (30, "C3", 1.0, True)
+    assert cfg.proposals.ss_square == 128
+    with pytest.raises(ConfigError, match=r"proposals.top_k = 20 is below pretrain.detreg.num_targets = 30"):
+        load_config(params=None, profile="paper", overrides=["pretrain.method=detreg", "proposals.top_k=20"])
+    load_config(params=None, profile="paper", overrides=["pretrain.method=siamese", "proposals.top_k=20"])
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):

@@ -125,7 +125,14 @@ def test_done_key_follows_what_a_run_depends_on(tmp_path):
     siamese, updetr = "pretrain.method=siamese", "pretrain.method=updetr"
     assert key("pretrain", siamese) != key("pretrain", siamese, "pretrain.tau=0.7")
     assert key("pretrain", updetr) == key("pretrain", updetr, "pretrain.tau=0.7")  # UP-DETR has no views
-    assert key("pretrain", updetr) != key("pretrain", updetr, "pretrain.lambda_r=1.0")
+    assert key("pretrain", updetr) == key("pretrain", updetr, "pretrain.lambda_r=1.0")  # Siamese DETR's L_r
+    assert key("pretrain", updetr) != key("pretrain", updetr, "pretrain.updetr.lambda_r=3.0")
+    assert key("pretrain", siamese) == key(
+        "pretrain", siamese, "pretrain.updetr.mask_ratio=0", "pretrain.detreg.crop=false"
+    )
+    assert key("pretrain", "pretrain.method=detreg") != key(
+        "pretrain", "pretrain.method=detreg", "pretrain.detreg.crop=false"
+    )
     assert key("finetune") == key("finetune", "pretrain.tau=0.7")  # from scratch: pretraining is irrelevant
     assert key("finetune") == key("finetune", "finetune.out_dir=elsewhere", "finetune.num_workers=5")
     assert key("finetune") != key("finetune", "finetune.lr=2e-4")

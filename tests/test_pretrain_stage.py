@@ -11,6 +11,7 @@ import torch
 from siamdetr.config import load_config
 from siamdetr.data.prepare import prepare_data
 from siamdetr.engine.checkpoint import load_checkpoint
+from siamdetr.errors import DatasetError
 from siamdetr.finetune import load_init
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain_stage import CHECKPOINT, PRETRAINED, pretrain
@@ -63,6 +64,14 @@ def test_each_method_writes_a_checkpoint_that_fine_tuning_loads(prepared, tmp_pa
     for name, value in downstream.state_dict().items():
         if name.startswith("transformer."):
             assert torch.equal(value, ckpt["model"][name])
+
+
+def test_updetr_draws_its_random_patches_itself_and_reads_no_store(prepared, tmp_path):
+    cfg = smoke(prepared, tmp_path / "u", "pretrain.method=updetr", "pretrain.proposals=random", "pretrain.epochs=1")
+    assert not (prepared[1] / "imagenet_random").exists()  # only the EdgeBoxes store was computed
+    assert pretrain(cfg)["steps"] > 0
+    with pytest.raises(DatasetError, match="no proposals here"):  # the other methods' random boxes are an offline store
+        pretrain(smoke(prepared, tmp_path / "d", "pretrain.method=detreg", "pretrain.proposals=random"))
 
 
 def test_killed_pretraining_resumes_exactly(prepared, tmp_path):

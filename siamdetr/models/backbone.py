@@ -151,6 +151,7 @@ class Backbone(nn.Module):
             self.body = trunk
             channels, strides = trunk.channels, trunk.strides
             frozen_prefixes = ()
+        self.level_channels = dict(channels)  # every level's, also those not returned (DETReg pools C3)
         self.num_channels = [channels[lv] for lv in self.levels]
         self.strides = [strides[lv] for lv in self.levels]
         for name_, p in self.body.named_parameters():

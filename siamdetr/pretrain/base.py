@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from siamdetr.models.criterion import SetCriterion, num_boxes_across_processes
+from siamdetr.models.criterion import Indices, SetCriterion, num_boxes_across_processes
 from siamdetr.models.detr import DETR
 from siamdetr.models.heads import MLP
 from siamdetr.models.matcher import HungarianMatcher
@@ -27,14 +27,20 @@ LOC_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # the matche
 
 @dataclass
 class View:
-    """One padded batch of views with their boxes (xyxy, view pixels) and each view's unpadded size."""
+    """One padded batch of views with their boxes (xyxy, view pixels) and each view's unpadded size.
 
-    images: Tensor  # [B, 3, H, W] colour-augmented, normalised
+    The single-view baselines cut and colour-augment their patches in the dataset, where each sample's
+    generator lives; they come with the view.
+    """
+
+    images: Tensor  # [B, 3, H, W] normalised (Siamese DETR: colour-augmented)
     mask: Tensor  # [B, H, W] True = padding
     plain: Tensor  # [B, 3, H, W] geometric augmentation only (crops for L_r come from here)
-    boxes: list[Tensor]  # [n, 4] per image: the targets
-    query_boxes: list[Tensor]  # [n, 4] per image: jittered boxes the query features are pooled from
+    boxes: list[Tensor]  # [n_i, 4] per image: the targets
+    query_boxes: list[Tensor]  # [n_i, 4] per image: jittered boxes the query features are pooled from
     sizes: list[tuple[int, int]]  # (h, w) per image
+    patches: Tensor | None = None  # [sum n_i, 3, S, S] the boxes' crops, colour-augmented, normalised
+    query_keep: Tensor | None = None  # [B, Q] False: UP-DETR masks this query's patch feature
 
 
 def normalised_cxcywh(boxes: list[Tensor], sizes: list[tuple[int, int]]) -> list[Tensor]:
@@ -50,10 +56,18 @@ class RegionPretrainer(nn.Module):
     variant as in the official code), a box head shared with fine-tuning and f_sem (d → d → C).
 
     C, the width of the region features (z, p), is C5's unless `region_channels` says otherwise (Siamese DETR
-    on Deform-MS: C3 + C4 + C5). region_proj and f_sem are pretraining-only: not in `pretrained_state`.
+    on Deform-MS: C3 + C4 + C5); f_sem predicts `target_channels` if given (DETReg on Deform-MS: C3's).
+    region_proj and f_sem are pretraining-only: not in `pretrained_state`.
     """
 
-    def __init__(self, detr: DETR, lambda_loc: float, lambda_r: float, region_channels: int | None = None) -> None:
+    def __init__(
+        self,
+        detr: DETR,
+        lambda_loc: float,
+        lambda_r: float,
+        region_channels: int | None = None,
+        target_channels: int | None = None,
+    ) -> None:
         super().__init__()
         self.detr = detr
         for p in detr.backbone.parameters():
@@ -62,7 +76,7 @@ class RegionPretrainer(nn.Module):
         channels = region_channels or detr.backbone.num_channels[-1]
         self.region_proj = nn.Linear(channels, d)  # region feature → query position (Eq. 7's z + φ_q)
         self.objectness = nn.Linear(d, 2)
-        self.sem_head = MLP(d, d, channels, 2)
+        self.sem_head = MLP(d, d, target_channels or channels, 2)
         self.criterion = SetCriterion(
             1, HungarianMatcher(1.0, 5.0, 2.0, focal=False), LOC_WEIGHTS, eos_coef=0.1, focal=False
         )
@@ -90,11 +104,11 @@ class RegionPretrainer(nn.Module):
         region = self.region_proj(features)
         return region.repeat(1, math.ceil(num_queries / region.shape[1]), 1)[:, :num_queries]
 
-    def detect(
-        self, memory: Memory, extra_pos: Tensor | None, target_boxes: list[Tensor], target_features: Tensor | None
-    ) -> dict[str, Tensor]:
-        """Decode the learned queries (+ region conditioning) against `memory`; L_loc and, given target
-        features, L_r, for every decoder layer."""
+    def locate(
+        self, memory: Memory, extra_pos: Tensor | None, target_boxes: list[Tensor]
+    ) -> tuple[dict[str, Tensor], Tensor, list[Indices], float]:
+        """Decode the learned queries (+ region conditioning) against `memory`: L_loc of every decoder layer,
+        the decoder states [L, B, Q, d], each layer's matching and the number of target boxes."""
         content, pos = self.detr.queries(memory.tokens.shape[0])
         if extra_pos is not None:
             pos = pos + extra_pos
@@ -104,8 +118,14 @@ class RegionPretrainer(nn.Module):
             {"labels": torch.zeros(len(b), dtype=torch.int64, device=b.device), "boxes": b} for b in target_boxes
         ]
         losses, indices = set_losses_per_layer(self.criterion, logits, boxes, targets)
+        return losses, hs, indices, num_boxes_across_processes(targets, hs.device)
+
+    def detect(
+        self, memory: Memory, extra_pos: Tensor | None, target_boxes: list[Tensor], target_features: Tensor | None
+    ) -> dict[str, Tensor]:
+        """L_loc and, given target features, L_r, for every decoder layer."""
+        losses, hs, indices, num_boxes = self.locate(memory, extra_pos, target_boxes)
         if target_features is not None:
-            num_boxes = num_boxes_across_processes(targets, hs.device)
             losses |= region_losses_per_layer(self.sem_head(hs), target_features, indices, num_boxes)
         return losses
 

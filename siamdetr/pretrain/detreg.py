@@ -1,47 +1,31 @@
-"""DETReg (Bar et al. 2022) as a baseline: detect the top unsupervised proposals of one view with the
-ordinary learned queries, and regress each detected region's frozen-backbone embedding (L1).
+"""DETReg (Bar et al. 2022) as a baseline, as its code trains it: the ordinary learned queries detect all of
+one view's top Selective Search boxes, and the last decoder layer's matched queries regress each box's
+embedding, the frozen backbone's pooled C3 (layer2) map of the box's colour-augmented patch (L1, weight 1).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from siamdetr.models.criterion import num_boxes_across_processes
 from siamdetr.models.detr import DETR
 from siamdetr.pretrain.base import RegionPretrainer, View, normalised_cxcywh
-from siamdetr.pretrain.losses import embedding_l1_loss, layer_suffix, set_losses_per_layer
-from siamdetr.pretrain.regions import crop_features
+from siamdetr.pretrain.losses import embedding_l1_loss, layer_suffix
+from siamdetr.pretrain.regions import patch_features
 
 
 class DETReg(RegionPretrainer):
-    def __init__(self, detr: DETR, lambda_loc: float = 1.0, lambda_r: float = 1.0, crop_size: int = 128) -> None:
-        super().__init__(detr, lambda_loc, 0.0)
-        self.crop_size = crop_size
+    def __init__(self, detr: DETR, lambda_loc: float = 1.0, lambda_embed: float = 1.0, level: str = "C3") -> None:
+        super().__init__(detr, lambda_loc, 0.0, target_channels=detr.backbone.level_channels[level])
+        self.level = level
         layers = len(detr.transformer.decoder_layers)
         for i in range(layers):
-            s = layer_suffix(i, layers)
-            self.weights.pop(f"loss_region{s}")
-            self.weights[f"loss_embed{s}"] = lambda_r
+            self.weights.pop(f"loss_region{layer_suffix(i, layers)}")
+        self.weights["loss_embed"] = lambda_embed
 
     def forward(self, view: View) -> dict[str, Tensor]:
-        n = view.boxes[0].shape[0]
-        embeddings = crop_features(self.detr.backbone, view.plain, view.boxes, self.crop_size).view(
-            len(view.boxes), n, -1
-        )
+        counts = [len(b) for b in view.boxes]
+        embeddings = patch_features(self.detr.backbone, view.patches, self.level).split(counts)
         memory = self.encode(self.backbone_levels(view), view.mask)
-        content, pos = self.detr.queries(memory.tokens.shape[0])
-        hs, refs = self.detr.transformer.decode(memory, content, pos)
-        logits, boxes = self.objectness(hs), self.detr.predict_boxes(hs, refs)
-        targets = [
-            {"labels": torch.zeros(len(b), dtype=torch.int64, device=b.device), "boxes": b}
-            for b in normalised_cxcywh(view.boxes, view.sizes)
-        ]
-        losses, all_indices = set_losses_per_layer(self.criterion, logits, boxes, targets)
-        num_boxes = num_boxes_across_processes(targets, hs.device)
-        predicted = self.sem_head(hs)
-        for i, indices in enumerate(all_indices):
-            losses[f"loss_embed{layer_suffix(i, len(all_indices))}"] = embedding_l1_loss(
-                predicted[i], embeddings, indices, num_boxes
-            )
+        losses, hs, indices, _ = self.locate(memory, None, normalised_cxcywh(view.boxes, view.sizes))
+        losses["loss_embed"] = embedding_l1_loss(self.sem_head(hs[-1]), list(embeddings), indices[-1])
         return losses

@@ -62,11 +62,15 @@ def region_losses_per_layer(
     }
 
 
-def embedding_l1_loss(predicted: Tensor, target_features: Tensor, indices: Indices, num_boxes: float) -> Tensor:
-    """DETReg's embedding loss: L1 between predicted and frozen-backbone embeddings of matched regions."""
+def embedding_l1_loss(predicted: Tensor, target_features: list[Tensor], indices: Indices) -> Tensor:
+    """DETReg's embedding loss: L1 between predicted and frozen-backbone embeddings of the matched regions,
+    averaged over their elements as DETReg does (not divided by the number of boxes).
+
+    predicted: [B, Q, C] of one decoder layer; target_features: [n_i, C] per image (no gradient).
+    """
     targets = [{"feat": t} for t in target_features]
     goal = matched_targets(targets, indices, "feat").detach()
-    return F.l1_loss(predicted[matched_queries(indices)], goal, reduction="sum") / num_boxes / goal.shape[-1]
+    return F.l1_loss(predicted[matched_queries(indices)], goal)
 
 
 class SimSiamHead(nn.Module):

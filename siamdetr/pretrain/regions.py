@@ -4,6 +4,7 @@ Object-level features z: RoIAlign on the backbone's last feature map (paper Eq. 
 each box cut out of the image tensor by RoIAlign at a fixed size, colour-augmented per crop, run through the
 backbone and pooled (Eq. 5) — one batched forward pass, not a Python loop over crops. Siamese DETR on a
 multi-level backbone (Deform-MS: C3–C5) pools each level on its own and concatenates, as the official code.
+UP-DETR's and DETReg's patches are cut in the dataset (`pretrain/single_view.py`) and only pooled here.
 """
 
 from __future__ import annotations
@@ -27,13 +28,6 @@ def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def last_level(backbone: Backbone, images: Tensor, mask: Tensor) -> tuple[Tensor, float]:
-    """The backbone's last (C5) feature map and its stride."""
-    feats = backbone(images, mask)
-    return feats[-1][0], float(backbone.strides[-1])
-
-
-@torch.no_grad()
 def object_features(feature_map: Tensor, stride: float, boxes: list[Tensor]) -> Tensor:
     """z: RoIAlign 7x7 on the feature map, average pooled → [sum n_i, C]; boxes are xyxy image pixels."""
     pooled = roi_align(feature_map, boxes, ROI_SIZE, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
@@ -49,6 +43,13 @@ def object_features_per_level(feature_maps: list[Tensor], strides: list[float], 
 def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
     """Every box cut out of its (normalised) image and resized to size x size → [sum n_i, 3, size, size]."""
     return roi_align(images, boxes, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+@torch.no_grad()
+def patch_features(backbone: Backbone, patches: Tensor, level: str | None = None) -> Tensor:
+    """Normalised patches [N, 3, S, S] → their backbone feature map at `level` (default: the backbone's last
+    returned level), average pooled → [N, C]."""
+    return backbone.body(patches)[level or backbone.levels[-1]].mean(dim=(2, 3))
 
 
 @torch.no_grad()
@@ -68,8 +69,7 @@ def crop_features(
     if colour is not None:
         mean, std = _stats(crops)
         crops = (colour((crops * std + mean).clamp(0, 1)) - mean) / std
-    no_pad = torch.zeros(crops.shape[0], size, size, dtype=torch.bool, device=crops.device)
     if all_levels:
-        return torch.cat([f.mean(dim=(2, 3)) for f, _ in backbone(crops, no_pad)], dim=1)
-    feature_map, _ = last_level(backbone, crops, no_pad)
-    return feature_map.mean(dim=(2, 3))
+        levels = backbone.body(crops)
+        return torch.cat([levels[name].mean(dim=(2, 3)) for name in backbone.levels], dim=1)
+    return patch_features(backbone, crops)

@@ -56,6 +56,7 @@ def method_options(
     *,
     top_k: int,
     sed_model: str | os.PathLike | None,
+    ss_square: int | None,
     ss_max_side: int,
     edge_map: EdgeMap,
     min_box_area: float,
@@ -65,7 +66,8 @@ def method_options(
         sed = None if sed_model is None else str(sed_model)
         return {"top_k": top_k, "min_box_area": min_box_area, "edge_map": edge_map, "sed_model": sed}
     if method == "selective_search":
-        return {"top_k": top_k, "max_side": ss_max_side}
+        working = {"square": ss_square} if ss_square is not None else {"square": None, "max_side": ss_max_side}
+        return {"top_k": top_k, **working}
     if method == "random":
         return {"top_k": top_k}
     raise ValueError(f"method = {method!r}: expected one of {', '.join(METHODS)}")
@@ -130,6 +132,7 @@ def run_proposals(
     seed: int = 0,
     shard_size: int = 1000,
     sed_model: str | os.PathLike | None = None,
+    ss_square: int | None = selective_search.DETREG_SQUARE,
     ss_max_side: int = selective_search.DEFAULT_MAX_SIDE,
     on_bad_image: BadImagePolicy = "skip",
     edge_map: EdgeMap = edgeboxes.DEFAULT_EDGE_MAP,
@@ -138,13 +141,20 @@ def run_proposals(
     """Compute `method`'s top_k proposals for every image under images_dir into the store `out`; resumes.
 
     workers: processes, 0 = all cores. sed_model: OpenCV's SED model.yml.gz for EdgeBoxes' edges (else the
-    gradient `edge_map`). min_box_area: EdgeBoxes' minBoxArea in pixels². ss_max_side: Selective Search's
-    working size. Returns counts (images, skipped, retried, fallback), boxes per image and speed.
+    gradient `edge_map`). min_box_area: EdgeBoxes' minBoxArea in pixels². ss_square / ss_max_side: Selective
+    Search's working size (a square, or a cap on the long side when ss_square is None). Returns counts
+    (images, skipped, retried, fallback), boxes per image and speed.
     """
     if top_k < 1 or shard_size < 1:
         raise ValueError(f"top_k = {top_k}, shard_size = {shard_size}: both must be at least 1")
     options = method_options(
-        method, top_k=top_k, sed_model=sed_model, ss_max_side=ss_max_side, edge_map=edge_map, min_box_area=min_box_area
+        method,
+        top_k=top_k,
+        sed_model=sed_model,
+        ss_square=ss_square,
+        ss_max_side=ss_max_side,
+        edge_map=edge_map,
+        min_box_area=min_box_area,
     )
     if sed_model is not None and not Path(sed_model).is_file():
         raise FileNotFoundError(f"{sed_model}: SED model not found (OpenCV's model.yml.gz; it is never downloaded)")

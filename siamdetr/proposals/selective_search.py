@@ -1,7 +1,9 @@
 """Selective Search (Uijlings et al. 2013) through OpenCV, fast mode, as DETReg used it.
 
-It runs on a copy whose long side is at most `max_side` pixels (its cost grows faster than the pixel count;
-boxes are mapped back to the original pixels). It gives an order but no scores, so scores are 1 / (1 + rank).
+By default it runs, as DETReg's code does, on the image resized to `square` x `square` pixels whatever its
+aspect ratio (128: its cost grows faster than the pixel count); with `square=None`, on a copy whose long side
+is at most `max_side`. Boxes are mapped back to the original pixels. It gives an order but no scores, so
+scores are 1 / (1 + rank).
 OpenCV orders its regions by `level × rand()`, C's unseeded generator, so the same image gives a different
 order from call to call; seeding C's generator per image (from the run's seed and the image's key) makes the
 output a function of the image alone, whatever the process or the number of workers.
@@ -17,6 +19,7 @@ import numpy as np
 from siamdetr.proposals.boxes import Proposals, clip_to_image, rank_scores, xywh_to_xyxy
 
 DEFAULT_MAX_SIDE = 500
+DETREG_SQUARE = 128  # DETReg's working size
 _libc = ctypes.CDLL(None)  # the process's C library, whose rand() OpenCV's ranking draws from
 _libc.srand.argtypes = [ctypes.c_uint]
 
@@ -30,10 +33,17 @@ def downscaled(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def propose(image: np.ndarray, seed: int, *, top_k: int = 512, max_side: int = DEFAULT_MAX_SIDE) -> Proposals:
+def propose(
+    image: np.ndarray,
+    seed: int,
+    *,
+    top_k: int = 512,
+    square: int | None = DETREG_SQUARE,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> Proposals:
     """Selective Search proposals of an RGB uint8 [H, W, 3] image; `seed` seeds the random part of the ranking."""
     h, w = image.shape[:2]
-    small = downscaled(image, max_side)
+    small = downscaled(image, max_side) if square is None else cv2.resize(image, (square, square))
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     search.switchToSelectiveSearchFast()

@@ -43,6 +43,7 @@ def proposals_for_folder(
         seed=cfg.seed,
         shard_size=c.shard_size,
         sed_model=c.sed_model,
+        ss_square=c.ss_square,
         ss_max_side=c.ss_max_side,
         on_bad_image=cfg.data.on_bad_image,
         edge_map=c.edge_map,

@@ -44,11 +44,11 @@ def test_global_loss_through_the_simsiam_head_only_trains_through_the_predictor_
     assert global_loss(p1, z1, p2, z2).item() == pytest.approx(expected.item())
 
 
-def test_embedding_l1_loss_by_hand():
-    predicted = torch.zeros(1, 2, 4)
-    targets = torch.ones(1, 1, 4)
-    indices = [(torch.tensor([1]), torch.tensor([0]))]
-    assert embedding_l1_loss(predicted, targets, indices, num_boxes=1.0).item() == pytest.approx(1.0)
+def test_embedding_l1_loss_is_the_mean_over_the_matched_regions_as_detreg():
+    predicted = torch.zeros(2, 2, 4)
+    targets = [torch.tensor([[1.0] * 4, [3.0] * 4, [100.0] * 4]), torch.tensor([[2.0] * 4])]  # 3 and 1 regions
+    indices = [(torch.tensor([0, 1]), torch.tensor([1, 0])), (torch.tensor([1]), torch.tensor([0]))]
+    assert embedding_l1_loss(predicted, targets, indices).item() == pytest.approx(2.0)  # the unmatched 100 is out
 
 
 def test_simsiam_head_has_the_official_layers():

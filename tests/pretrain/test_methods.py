@@ -20,16 +20,18 @@ from siamdetr.pretrain.updetr import UPDETR
 
 METHODS = {
     "siamese": lambda d: SiameseDETR(d, crop_size=32),
-    "updetr": lambda d: UPDETR(d, crop_size=32),
-    "detreg": lambda d: DETReg(d, crop_size=32),
+    "updetr": UPDETR,
+    "detreg": DETReg,
 }
 
 
-def view(seed: int) -> View:
+def view(seed: int, num_queries: int = 10) -> View:
     g = torch.Generator().manual_seed(seed)
     images, mask = pad_images([torch.randn(3, 64, 64, generator=g), torch.randn(3, 48, 64, generator=g)])
     boxes = [torch.tensor([[4.0, 4.0, 30.0, 30.0], [10.0, 20.0, 60.0, 40.0], [0.0, 0.0, 64.0, 48.0]])] * 2
-    return View(images, mask, images.clone(), boxes, [b + 1 for b in boxes], [(64, 64), (48, 64)])
+    patches = torch.randn(6, 3, 32, 32, generator=g)
+    keep = torch.rand(2, num_queries, generator=g) > 0.1
+    return View(images, mask, images.clone(), boxes, [b + 1 for b in boxes], [(64, 64), (48, 64)], patches, keep)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -141,3 +143,67 @@ def test_siamese_region_features_and_global_pooling_use_every_backbone_level(var
     per_level = zip(memory.tokens.split(sizes, 1), memory.mask.split(sizes, 1), strict=True)
     by_hand = [torch.stack([t[~m].mean(0) for t, m in zip(*level, strict=True)]) for level in list(per_level)[:levels]]
     torch.testing.assert_close(seen["g"][0], torch.cat(by_hand, dim=1))
+
+
+def test_updetr_reconstructs_patch_features_with_weight_1_on_every_layer_whatever_siamese_lambda_r():
+    from siamdetr.pretrain_stage import build_method
+
+    cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=updetr", "model.dec_layers=3"])
+    assert cfg.pretrain.lambda_r == 3.0  # Siamese DETR's L_r weight, not UP-DETR's
+    weights = build_method(cfg).weights
+    assert {k: v for k, v in weights.items() if k.startswith("loss_region")} == {
+        "loss_region_0": 1.0,
+        "loss_region_1": 1.0,
+        "loss_region": 1.0,
+    }
+    cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=updetr", "pretrain.updetr.lambda_r=2"])
+    assert build_method(cfg).weights["loss_region"] == 2.0
+
+
+def test_updetr_masked_queries_do_not_see_their_patch():
+    cfg = load_config(params=None, profile="smoke", overrides=["model.dropout=0"]).model
+    model = UPDETR(build_detector(cfg, num_classes=1)).eval()
+    a, b = view(0), view(0)
+    b.patches = torch.randn_like(a.patches)  # other patches, same image and boxes
+    localisation = ("loss_ce", "loss_bbox", "loss_giou")
+    with torch.no_grad():
+        seen = model(a), model(b)
+        assert any(seen[0][k] != seen[1][k] for k in localisation)  # kept queries carry their patch
+        a.query_keep[:], b.query_keep[:] = False, False
+        masked = model(a), model(b)
+    assert all(masked[0][k] == masked[1][k] for k in localisation)
+
+
+def test_detreg_regresses_the_c3_embedding_on_the_last_decoder_layer_only_with_weight_1():
+    from siamdetr.pretrain_stage import build_method
+
+    cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=detreg", "model.dec_layers=3"])
+    model = build_method(cfg).train()
+    assert {k: v for k, v in model.weights.items() if "embed" in k or "region" in k} == {"loss_embed": 1.0}
+    backbone = model.detr.backbone
+    assert backbone.levels == ("C5",) and model.sem_head.layers[-1].out_features == backbone.level_channels["C3"]
+    decoded, head_inputs = [], []
+    decode = model.detr.transformer.decode
+    model.detr.transformer.decode = lambda *a: decoded.append(decode(*a)) or decoded[-1]
+    model.sem_head.register_forward_hook(lambda module, inputs, output: head_inputs.append(inputs[0]))
+    losses = model(view(0))
+    assert {k for k in losses if "embed" in k or "region" in k} == {"loss_embed"}
+    hs = decoded[0][0]
+    assert hs.shape[0] == 3 and len(head_inputs) == 1 and torch.equal(head_inputs[0], hs[-1])  # the last layer only
+    c5 = load_config(
+        params=None, profile="smoke", overrides=["pretrain.method=detreg", "pretrain.detreg.embed_level=C5"]
+    )
+    assert build_method(c5).sem_head.layers[-1].out_features == backbone.level_channels["C5"]
+    assert backbone.level_channels["C5"] != backbone.level_channels["C3"]
+
+
+def test_detreg_embedding_target_is_the_pooled_layer2_map_of_each_patch():
+    from siamdetr.pretrain.regions import patch_features
+
+    backbone = Backbone("small", ("C5",)).eval()
+    patches = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = backbone.body
+    with torch.no_grad():
+        layer2 = t.layer2(t.layer1(t.relu(t.bn1(t.conv1(patches)))))
+    torch.testing.assert_close(patch_features(backbone, patches, "C3"), layer2.mean(dim=(2, 3)))
+    assert patch_features(backbone, patches).shape == (3, backbone.level_channels["C5"])

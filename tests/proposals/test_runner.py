@@ -130,3 +130,10 @@ def test_a_dying_worker_stops_the_run_instead_of_hanging():
         assert list(windowed_map(pool, str.upper, list("abcdef"), window=3)) == list("ABCDEF")
     with ProcessPoolExecutor(2) as pool, pytest.raises(BrokenProcessPool):
         list(windowed_map(pool, exit_on_b, list("abcdef"), window=3))
+
+
+def test_selective_search_runs_at_detregs_128x128_unless_told_and_the_store_records_it(tmp_path, val_images):
+    run_proposals("selective_search", val_images, tmp_path / "sq", workers=1, top_k=30)
+    assert ProposalStore.open(tmp_path / "sq").params == {"top_k": 30, "square": 128, "seed": 0}
+    run_proposals("selective_search", val_images, tmp_path / "cap", workers=1, top_k=30, ss_square=None, ss_max_side=48)
+    assert ProposalStore.open(tmp_path / "cap").params == {"top_k": 30, "square": None, "max_side": 48, "seed": 0}
