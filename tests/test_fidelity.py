@@ -31,7 +31,6 @@ SD_IN = "SD configs/selfsup/siamese_detr/imgnet_edgebox_crop_bs8.py"
 SD_COCO = "SD configs/selfsup/siamese_detr/coco_edgebox_crop_bs4.py"
 SD_MAIN = "SD configs/selfsup/siamese_detr/main/"
 SD_VOC = "SD downstream_finetune/conditionaldetr/datasets/voc.py make_voc_transforms"
-OTHER_BRANCH = "issue 12 item 2/3: set on another branch, not on this one yet"
 
 # ------------------------------------------------------------------------------------ the profile itself
 PROFILE: list[tuple[str, Any, str]] = [
@@ -100,13 +99,14 @@ SIAMESE_WEIGHTS = {  # (variant, dataset) -> (lambda_r = loss_feature, lambda_g 
     ("deform_ms", "imagenet"): ((3.0, 10.0), f"{SD_MAIN}r50_deformtr_ms_300q_syncbn_imgnet_*.py"),
     ("conditional", "coco"): ((3.0, 0.3), f"{SD_MAIN}r50_condtr_100q_syncbn_coco_*.py"),
 }
-BASELINE_VALUES = [  # (method, key, value, source), each xfail(strict) until this branch has it
-    # issue 12 item 2/3 (other branch)
-    ("updetr", "pretrain.lambda_r", 1.0, "SD configs/selfsup/updetr/main/*.py: loss_feature=1"),
-    # issue 12 item 2/3 (other branch)
-    ("detreg", "pretrain.lambda_r", 1.0, "amirbar/DETReg configs/DETReg_top30_*.sh: object_embedding_coef 1"),
-    # issue 12 item 2/3 (other branch)
-    ("detreg", "pretrain.n_proposals", 30, "amirbar/DETReg configs/DETReg_top30_*.sh: --max_prop 30"),
+BASELINE_VALUES = [  # (method, key, value, source)
+    ("updetr", "pretrain.updetr.lambda_r", 1.0, "SD configs/selfsup/updetr/main/*.py: loss_feature=1"),
+    ("updetr", "pretrain.updetr.num_patches", 10, "up-detr main.py: --num_patches 10"),
+    ("updetr", "pretrain.updetr.min_patch", 8, "up-detr datasets/selfdet.py: min_pixel=8"),
+    ("updetr", "pretrain.updetr.mask_ratio", 0.1, "up-detr models/updetr.py: mask_ratio=0.1"),
+    ("detreg", "pretrain.detreg.lambda_embed", 1.0, "DETReg util/default_args.py: 1"),
+    ("detreg", "pretrain.detreg.num_targets", 30, "DETReg configs/DETReg_top30_*.sh: --max_prop 30"),
+    ("detreg", "pretrain.detreg.embed_level", "C3", "DETReg models/backbone.py: layer2 is the first level returned"),
 ]
 DEFAULT_PROPOSALS = {"siamese": "edgeboxes", "updetr": "random", "detreg": "selective_search"}  # §4.1 Pretraining
 MODEL_OF = {  # name token -> (variant, queries): §4.1 "100 queries in Vanilla and Conditional DETR, 300 in ..."
@@ -174,7 +174,7 @@ def model_token(name: str) -> tuple[str, int]:
 
 
 def pretraining_expectations(run: Run, layers: str) -> list[Any]:
-    """pytest.param(key, actual, expected, source) of one pretraining run; xfail for values on another branch."""
+    """pytest.param(key, actual, expected, source) of one pretraining run."""
     cfg = resolved(run.name, layers)
     method, dataset = cfg.pretrain.method, cfg.pretrain.dataset
     variant, queries = model_token(run.name)
@@ -196,10 +196,9 @@ def pretraining_expectations(run: Run, layers: str) -> list[Any]:
         rows += [("pretrain.lambda_r", lambda_r, source), ("pretrain.lambda_g", lambda_g, source)]
         rows.append(("pretrain.semantic", TABLE3_SEMANTIC.get(suffix, "R-C+G"), "Table 3 rows (a)-(e)"))
     cases = [pytest.param(key, value(cfg, key), expected, source) for key, expected, source in rows]
-    pending = pytest.mark.xfail(strict=True, reason=OTHER_BRANCH)
     for m, key, expected, source in BASELINE_VALUES:
         if m == method:
-            cases.append(pytest.param(key, value(cfg, key), expected, source, marks=pending))
+            cases.append(pytest.param(key, value(cfg, key), expected, source))
     return cases
 
 
