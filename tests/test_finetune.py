@@ -206,11 +206,11 @@ def test_the_pipeline_learns_an_easy_world(tmp_path):
     training = [
         f"finetune.out_dir={tmp_path / 'ft'}",
         "finetune.batch_size=8",
-        "finetune.epochs=10",  # 640 steps
-        "finetune.lr_drop=8",
+        "finetune.epochs=20",  # 1,280 steps
+        "finetune.lr_drop=16",
         "finetune.lr=4e-4",
         "finetune.augment=false",
-        "finetune.eval_every=10",
+        "finetune.eval_every=20",
         "model.dilation=true",
         "model.small_width=16",
         "model.d_model=64",
@@ -222,7 +222,7 @@ def test_the_pipeline_learns_an_easy_world(tmp_path):
     cfg = load_config(params=None, profile="smoke", overrides=[*world, *training])
     prepare_data(cfg)
     metrics = finetune(cfg)
-    assert metrics["AP50"] >= 4.0, metrics  # 8.2 % measured; with the StepLR trap 1.5 %, at lr 1e-3 1.2 %
+    assert metrics["AP50"] >= 8.0, metrics  # 17.9 % (seed 0), 28.1 % (seed 2); 10 epochs gave 1.9-17 % by seed
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "conditional", "deform_ss", "deform_ms"])
