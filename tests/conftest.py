@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # Before torch loads libgomp: OpenMP threads that spin-wait slow a 2-core machine >20x when another process
-# takes a core (DESIGN.md); a short spin keeps full speed on an idle machine.
+# takes a core (docs/method.md, benchmarks); a short spin keeps full speed on an idle machine.
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 from pathlib import Path  # noqa: E402

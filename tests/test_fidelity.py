@@ -81,7 +81,7 @@ PROFILE: list[tuple[str, Any, str]] = [
         "official",
         "SD data/datasets/voc_meta/voc_test2007.cocostyle.json: difficult kept, iscrowd 0",
     ),
-    ("proposals.top_k", 512, "SD EdgeBoxes maxBoxes 512 (DESIGN.md)"),
+    ("proposals.top_k", 512, "SD official EdgeBoxes setting: maxBoxes 512"),
 ]
 
 # --------------------------------------------------------------------------------- pretraining runs

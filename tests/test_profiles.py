@@ -1,4 +1,4 @@
-"""The paper profile holds the paper's §4.1 settings and the official code's (DESIGN.md) exactly."""
+"""The paper profile holds the paper's §4.1 settings and the official code's exactly."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The paper's numbers in the package match the paper's text (lines copied from ../shared/paper)."""
+"""The paper's numbers in the package match the paper's text (lines copied from the paper)."""
 
 from pathlib import Path
 
