@@ -228,6 +228,18 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from siamdetr.sweep.stage import prepare, run_sweep
+    from siamdetr.sweep.trial import Layers
+
+    overrides = tuple(args.overrides) + ((f"seed={args.seed}",) if args.seed is not None else ())
+    layers = Layers(args.params, args.profile, tuple(args.experiment), overrides)
+    plan = prepare(layers, args.space, args.study, args.storage, args.n_trials, args.workers, args.out_dir)
+    written = run_sweep(plan, args.workers, args.search_only, args.report_dir)
+    if written:
+        print(f"study {plan.study}: wrote {args.report_dir / plan.study / 'index.md'} (best.yaml, trials.csv, figures)")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from siamdetr.report.build import build_reports
     from siamdetr.tracking import default_tracking_uri
@@ -399,6 +411,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="faster-coco-eval (default) or pycocotools; the numbers are identical",
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = stages.add_parser(
+        "sweep",
+        help="Optuna search over Siamese DETR's loss weights and view IoU tau, re-checked over seeds",
+        description="A trial pretrains Siamese DETR with the trial's values (the sweep file's pretrain_run) "
+        "and fine-tunes from it (finetune_run) on the profile's first seed; the fine-tune's AP after each "
+        "evaluated epoch feeds the pruner. Then the best recheck.top_k trials and the paper's values are "
+        "re-run with every seed of grid.seeds, and OUT/<study>/ gets best.yaml (with the `dvc exp run -S` "
+        "command that applies it), trials.csv, figures and index.md. Rerunning the same command resumes "
+        "the study. Storage: an SQLite file (default), journal:///FILE for several workers on one "
+        "machine, or a PostgreSQL URL for many machines (each runs `siamdetr sweep --search-only`).",
+    )
+    p.add_argument("--study", help="study name (default: the sweep file's `study`)")
+    p.add_argument(
+        "--storage", help="sqlite:///FILE (default: runs/sweeps/optuna.db), journal:///FILE, or postgresql://..."
+    )
+    p.add_argument("--n-trials", type=int, help="trials the study should end with (default: the sweep file's)")
+    p.add_argument("--workers", type=int, default=1, help="trial processes on this machine, one thread each")
+    p.add_argument(
+        "--space",
+        type=Path,
+        default=Path("experiments/sweep.yaml"),
+        help="sweep file: ranges, objective, pruner, re-check (default: experiments/sweep.yaml)",
+    )
+    p.add_argument("--search-only", action="store_true", help="run trials only; no re-check, no report")
+    p.add_argument("--out-dir", type=Path, default=Path("runs/sweeps"), help="trial runs (default: runs/sweeps)")
+    p.add_argument("--report-dir", type=Path, default=Path("reports/sweeps"), help="reports (default: reports/sweeps)")
+    add_config_args(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = stages.add_parser(
         "report",

@@ -7,3 +7,7 @@ class DatasetError(ValueError):
 
 class BadImageError(DatasetError):
     """An image file cannot be decoded (unreadable, truncated, not an image)."""
+
+
+class Stopped(Exception):  # noqa: N818  (a request, not a fault)
+    """Raised by a training hook to end a run on purpose (a sweep's pruner); the run is closed as KILLED."""

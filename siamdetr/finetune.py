@@ -32,6 +32,7 @@ from siamdetr.engine.checkpoint import (
 )
 from siamdetr.engine.distributed import DistInfo, gather_lists, init_distributed, mean_across_processes
 from siamdetr.engine.loop import StepHook, one_drop_schedule, predict, train_one_epoch
+from siamdetr.errors import Stopped
 from siamdetr.io import atomic_write_json
 from siamdetr.models.detr import DETR
 from siamdetr.models.variants import VARIANTS, build_detector
@@ -260,6 +261,9 @@ def finetune(
         write_outputs(detections, metrics, history)
         if dist_info.is_main:
             tracker.log_artifact(out / METRICS)
+    except Stopped:
+        tracker.close("KILLED")
+        raise
     except BaseException:
         tracker.close("FAILED")
         raise

@@ -43,6 +43,18 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def ensure_experiment(uri: str) -> str:
+    """The id of the project's MLflow experiment in the store at `uri`, created on first use (hold
+    `store_lock` around it)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(EXPERIMENT, artifact_location=(Path.cwd() / "mlartifacts").resolve().as_uri())
+
+
 def git_commit() -> str:
     """The commit the code runs from, with '-dirty' when the work tree has changes."""
     try:
@@ -82,9 +94,7 @@ class RunLogger:
         uri = default_tracking_uri()
         mlflow.set_tracking_uri(uri)
         with store_lock(uri):  # two processes creating one SQLite store race on its schema migration
-            if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-                mlflow.create_experiment(EXPERIMENT, artifact_location=(Path.cwd() / "mlartifacts").resolve().as_uri())
-            mlflow.set_experiment(EXPERIMENT)
+            mlflow.set_experiment(experiment_id=ensure_experiment(uri))
         all_tags = {
             "stage": stage,
             "profile": cfg.profile,

@@ -1,0 +1,1 @@
+"""Optuna sweeps over Siamese DETR's loss weights and view IoU τ (`siamdetr sweep`), honest about seed noise."""
