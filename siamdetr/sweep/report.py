@@ -85,9 +85,9 @@ def figures(plan: Any, study: optuna.Study, verdict: dict[str, Any], out: Path) 
             except (ValueError, RuntimeError) as e:
                 log.warning("study %s: no %s figure (%s)", plan.study, name, e)
                 continue
-        fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
-        fig.set_size_inches(max(6.0, 3.2 * len(plan.space.ranges)) if name == "slices" else 6.0, 4.0)
-        fig.tight_layout()
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(max(6.0, 3.2 * len(plan.space.ranges)) if name == "slices" else 6.0, 4.0)
+            fig.tight_layout()
         _save(fig, out / name)
         written += [out / f"{name}.png", out / f"{name}.svg"]
     if TAU in plan.space.keys:

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,9 @@ def objective_fn(plan: Plan, parent: str):
 def retried_from(t: optuna.Trial) -> int | None:
     """The number of the stale trial this one repeats (RetryHeartbeatStaleTrialCallback's copy), if any."""
     frozen = next(f for f in t.study.get_trials(deepcopy=False) if f.number == t.number)
-    return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
 
 
 def search(plan: Plan, worker: int = 0, threads: int | None = None) -> None:
