@@ -25,8 +25,11 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(ROOT / "siamdetr", root / "siamdetr", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "sweeps").mkdir()
+    shutil.copy(ROOT / "sweeps" / "dvc.yaml", root / "sweeps" / "dvc.yaml")
     (root / "experiments").mkdir()
     shutil.copy(ROOT / "tests" / "pipeline_data" / "runs.yaml", root / "experiments" / "runs.yaml")
+    shutil.copy(ROOT / "experiments" / "sweep.yaml", root / "experiments" / "sweep.yaml")
     (root / "params.yaml").write_text(
         "profile: smoke\nseed: 0\ndata: {}\nmodel: {backbone_checkpoint: runs/backbone/backbone.pth}\n"
         "backbone: {}\nproposals: {}\npretrain: {}\nfinetune: {}\ngrid: {}\n"
@@ -59,6 +62,15 @@ def test_every_stage_runs_and_writes_reports(project):
     assert len(used["table2"]) == 6  # 3 runs × 2 seeds, read back from MLflow
     curves = (root / "runs" / "finetune" / "voc-conditional.curves.csv").read_text().splitlines()
     assert curves[0].startswith("epoch,") and len(curves) == 2
+
+
+def test_the_default_repro_leaves_the_sweep_pipeline_alone_and_it_can_be_run_on_its_own(project):
+    root, first = project
+    assert "sweep" not in first
+    assert not (root / "runs" / "sweeps").exists()
+    dry = dvc(root, "repro", "--dry", "sweeps/dvc.yaml")
+    assert "Running stage 'sweeps/dvc.yaml:sweep'" in dry and "> siamdetr sweep" in dry
+    assert "Running stage 'data'" not in dry  # its inputs are the main pipeline's, already up to date
 
 
 def test_a_second_repro_does_nothing(project):

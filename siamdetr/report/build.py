@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from siamdetr.config import Config
 from siamdetr.io import atomic_write_json, atomic_write_text
@@ -55,7 +56,7 @@ def build_reports(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
     found = claims(tables, runs, FIG4_RUNS)
     used = {name: t.run_ids for name, t in tables.items()} | {"figure4": fig4_ids, "figure6": fig6_ids}
     missing = {name: t.missing for name, t in tables.items() if t.missing}
-    atomic_write_text(out / "index.md", index_md(cfg, tracking_uri, runs, tables, found, missing))
+    atomic_write_text(out / "index.md", index_md(cfg, tracking_uri, runs, tables, found, missing, out))
     record = {"tracking_uri": tracking_uri, "profile": cfg.profile, "runs_used": used, "missing": missing}
     atomic_write_json(out / "runs.json", record, indent=2)
     return record
@@ -94,6 +95,7 @@ def index_md(
     tables: dict[str, TableData],
     found: list[Claim],
     missing: dict[str, list[str]],
+    out: Path = Path("reports"),
 ) -> str:
     lines = [
         "# Siamese DETR: the paper's tables and figures, rebuilt from our runs",
@@ -141,6 +143,7 @@ def index_md(
         "![Figure 6](figures/figure6.png)",
         "",
     ]
+    lines += sweeps_section(out)
     if missing:
         lines += ["## Missing runs", ""]
         lines += [f"- {name}: {', '.join(items)}" for name, items in missing.items()]
@@ -159,3 +162,16 @@ def _redact(uri: str) -> str:
         cred, host = rest.rsplit("@", 1)
         return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
     return uri
+
+
+def sweeps_section(out: Path) -> list[str]:
+    """Links to the sweeps written so far (`siamdetr sweep` writes OUT/sweeps/<study>/; not a DVC input of
+    this stage, so the list is as of this report)."""
+    studies = sorted(p.parent.name for p in (out / "sweeps").glob("*/best.yaml"))
+    if not studies:
+        return []
+    lines = ["## Sweeps", ""]
+    for study in studies:
+        best = yaml.safe_load((out / "sweeps" / study / "best.yaml").read_text()) or {}
+        lines.append(f"- [{study}](sweeps/{study}/index.md): {best.get('verdict', 'no verdict yet')}")
+    return [*lines, ""]

@@ -86,8 +86,12 @@ def figures(plan: Any, study: optuna.Study, verdict: dict[str, Any], out: Path) 
                 log.warning("study %s: no %s figure (%s)", plan.study, name, e)
                 continue
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-            fig.set_size_inches(max(6.0, 3.2 * len(plan.space.ranges)) if name == "slices" else 6.0, 4.0)
-            fig.tight_layout()
+            if name == "slices":  # Optuna lays out its panels and colour bar itself
+                fig.set_size_inches(max(6.0, 3.6 * len(plan.space.ranges)), 4.5)
+                fig.subplots_adjust(bottom=0.2)
+            else:
+                fig.set_size_inches(6.0, 4.0)
+                fig.tight_layout()
         _save(fig, out / name)
         written += [out / f"{name}.png", out / f"{name}.svg"]
     if TAU in plan.space.keys:

@@ -132,3 +132,17 @@ def test_the_index_says_which_trunk_the_detectors_used(store, tmp_path):
     index = (tmp_path / "r" / "index.md").read_text()
     assert 'trained supervised (Table 1\'s "Sup." setting, not SwAV)' in index
     assert "5-NN probe 0.87 on 840 held-out images of 14 classes (random init 0.36)" in index
+
+
+def test_the_index_links_every_sweep_with_its_verdict(tmp_path):
+    from siamdetr.report.build import sweeps_section
+
+    assert sweeps_section(tmp_path) == []
+    study = tmp_path / "sweeps" / "weights"
+    study.mkdir(parents=True)
+    (study / "best.yaml").write_text("verdict: trial-3 1.0 vs defaults 0.5; not beyond the seed spread\n")
+    (tmp_path / "sweeps" / "unfinished").mkdir()  # no best.yaml yet: not linked
+    lines = sweeps_section(tmp_path)
+    assert lines[0] == "## Sweeps"
+    assert lines[2] == "- [weights](sweeps/weights/index.md): trial-3 1.0 vs defaults 0.5; not beyond the seed spread"
+    assert not any("unfinished" in line for line in lines)
