@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A trial pretrains Siamese DETR with the trial's values (the sweep file's pretrain_run) "
         "and fine-tunes from it (finetune_run) on the profile's first seed; the fine-tune's AP after each "
         "evaluated epoch feeds the pruner. Then the best recheck.top_k trials and the paper's values are "
-        "re-run with every seed of grid.seeds, and OUT/<study>/ gets best.yaml (with the `dvc exp run -S` "
+        "re-run with every seed of grid.seeds, and REPORT_DIR/<study>/ gets best.yaml (with the `dvc exp run -S` "
         "command that applies it), trials.csv, figures and index.md. Rerunning the same command resumes "
         "the study. Storage: an SQLite file (default), journal:///FILE for several workers on one "
         "machine, or a PostgreSQL URL for many machines (each runs `siamdetr sweep --search-only`).",

@@ -46,6 +46,7 @@ def trial_runs():
     }
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_failed_and_a_pruned_trial_completes_and_mlflow_agrees(workspace, rigged):
     space = write_space(workspace, n_trials=4, recheck={"top_k": 2})
     first = stage.prepare(LAYERS, space, n_trials=2)
