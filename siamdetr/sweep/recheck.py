@@ -1,10 +1,13 @@
 """Against seed noise: the best trials and the paper's values, re-run with every seed of the profile.
 
 A search ranks trials by one seed's AP, and one short run's AP is noisy, so the best trial is partly the
-luckiest. The re-check fine-tunes each of the top-k trials' values and the paper's defaults with each of
-grid.seeds (pretraining with grid.pretrain_seeds, as the grid does); a trial's own runs are reused for the
-seed it already has. The verdict: does the re-checked best beat the defaults by more than the larger seed
-std, and does the paired 95 % interval of (best − defaults) exclude zero?
+luckiest. The re-check runs each of the top-k trials' values and the paper's defaults with each of
+grid.seeds, pretraining included (seed s pretrains with s, whatever grid.pretrain_seeds says: the values
+under test act through the pretraining, and two pretrainings of one setting can differ by several AP points
+on the tiny profile — docs/method.md); a trial's own runs are reused for the seed it already has. Jobs
+(candidate × seed) run in `workers` processes of one thread each. The verdict: does the re-checked best beat
+the defaults by more than the larger seed std, and does the paired 95 % interval of (best − defaults)
+exclude zero?
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from siamdetr.grid import load_runs, pretraining_seed, seeds_of
+from siamdetr.grid import load_runs, seeds_of
 from siamdetr.report.reading import paired
 from siamdetr.sweep import trial
 
@@ -51,34 +54,45 @@ def _get(cfg: Any, dotted: str) -> float:
     return float(node)
 
 
-def recheck(plan: Any, study: optuna.Study) -> dict[str, Any]:
+def recheck(plan: Any, study: optuna.Study, workers: int = 1) -> dict[str, Any]:
     """Run (or reuse) every candidate × seed; returns per-candidate values per seed, mean ± std, and the
     verdict of the re-checked best against the defaults."""
     base = plan.layers.load()
-    runs = load_runs(base.grid.runs_file)
-    pair = _pair(plan, runs)
     seeds = seeds_of(base, "finetune")
     metric = plan.space.objective
+    jobs = [(plan, name, *candidate, seed) for name, candidate in candidates(plan, study).items() for seed in seeds]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # not fork: OpenMP and MLflow state
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            scores = list(pool.map(_run_job, jobs, [1] * len(jobs)))
+    else:
+        scores = [_run_job(job) for job in jobs]
     results: dict[str, dict[str, Any]] = {}
-    rows = []
-    for name, (values, root) in candidates(plan, study).items():
-        per_seed = {}
-        for seed in seeds:
-            pre_cfg, ft_cfg = trial.candidate_configs(
-                plan.layers, base, runs, pair, values, root, seed, pretraining_seed(base, seed)
-            )
-            log.info("re-check %s seed %d", name, seed)
-            tags = {"run_key": f"sweep:{plan.study}/{name}", "sweep_study": plan.study, "sweep_role": "recheck"}
-            per_seed[seed] = float(trial.train_candidate(pre_cfg, ft_cfg, tags)[metric])
-            rows.append({"run_key": name, "seed": seed, metric: per_seed[seed]})
-        scores = list(per_seed.values())
-        results[name] = {
-            "values": values,
-            "per_seed": per_seed,
-            "mean": statistics.fmean(scores),
-            "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-        }
+    for (_, name, values, _, seed), score in zip(jobs, scores, strict=True):
+        results.setdefault(name, {"values": values, "per_seed": {}})["per_seed"][seed] = score
+    for r in results.values():
+        r["mean"] = statistics.fmean(r["per_seed"].values())
+        r["std"] = statistics.stdev(r["per_seed"].values()) if len(r["per_seed"]) > 1 else 0.0
+    rows = [{"run_key": n, "seed": s, metric: v} for n, r in results.items() for s, v in r["per_seed"].items()]
     return {"metric": metric, "seeds": seeds, "candidates": results, **verdict(results, pd.DataFrame(rows), metric)}
+
+
+def _run_job(job: tuple, threads: int | None = None) -> float:
+    """One candidate × seed: its own pretraining with that seed, then the fine-tune; the objective."""
+    plan, name, values, root, seed = job
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    base = plan.layers.load()
+    runs = load_runs(base.grid.runs_file)
+    pre_cfg, ft_cfg = trial.candidate_configs(plan.layers, base, runs, _pair(plan, runs), values, root, seed, seed)
+    log.info("re-check %s seed %d", name, seed)
+    tags = {"run_key": f"sweep:{plan.study}/{name}", "sweep_study": plan.study, "sweep_role": "recheck"}
+    return float(trial.train_candidate(pre_cfg, ft_cfg, tags)[plan.space.objective])
 
 
 def verdict(results: dict[str, dict[str, Any]], table: pd.DataFrame, metric: str) -> dict[str, Any]:

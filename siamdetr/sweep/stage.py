@@ -1,8 +1,8 @@
 """The `sweep` stage: an Optuna study over the sweep file's ranges, then a seed re-check of the best trials
 against the paper's values, then reports/sweeps/<study>/.
 
-A trial pretrains Siamese DETR with the trial's values and fine-tunes from it on the profile's first seed;
-the fine-tune's AP after each evaluated epoch goes to the pruner. The study resumes: rerunning the command
+A trial pretrains Siamese DETR with the trial's values and fine-tunes from it, both with the profile's first
+seed; the fine-tune's AP after each evaluated epoch goes to the pruner. The study resumes: rerunning the command
 finishes the trials still to do (finished, pruned and failed trials all count towards n_trials), and the
 re-check and the reports reuse every run already finished.
 """
@@ -23,7 +23,7 @@ import optuna
 
 from siamdetr.config import ConfigError
 from siamdetr.errors import Stopped
-from siamdetr.grid import Run, load_runs, pretraining_seed, seeds_of
+from siamdetr.grid import Run, load_runs, seeds_of
 from siamdetr.sweep import tracking, trial
 from siamdetr.sweep.space import SweepSpace, load_space
 from siamdetr.sweep.storage import default_storage, is_sqlite, open_storage
@@ -110,7 +110,7 @@ def check_space(plan: Plan, pair: tuple[Run, Run]) -> None:
                 raise ConfigError(f"{plan.space.path}: space.{r.key} = {value}: {message}") from None
     seed = seeds_of(base, "finetune")[0]
     trial.candidate_configs(  # input paths (trunk, prepared data) exist: checked once, with the defaults
-        plan.layers, base, runs, pair, {}, plan.out, seed, pretraining_seed(base, seed), check=True
+        plan.layers, base, runs, pair, {}, plan.out, seed, seed, check=True
     )
 
 
@@ -171,9 +171,7 @@ def objective_fn(plan: Plan, parent: str):
         root = plan.out / f"trial-{t.number if original is None else original:04d}"  # a retry resumes its runs
         t.set_user_attr("dir", str(root))
         t.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        pre_cfg, ft_cfg = trial.candidate_configs(
-            plan.layers, base, runs, pair, values, root, seed, pretraining_seed(base, seed)
-        )
+        pre_cfg, ft_cfg = trial.candidate_configs(plan.layers, base, runs, pair, values, root, seed, seed)
         run_id = tracking.trial_run(parent, plan.study, t, base.profile, original)
         tags = {tracking.PARENT: run_id, "run_key": f"sweep:{plan.study}/trial-{t.number}", "sweep_study": plan.study}
 
@@ -261,7 +259,7 @@ def run_sweep(plan: Plan, workers: int = 1, search_only: bool = False, report_ro
     tracking.reconcile(parent, study)
     if search_only:
         return None
-    verdict = recheck.recheck(plan, study)
+    verdict = recheck.recheck(plan, study, workers)
     paths = report.write(plan, study, verdict, Path(report_root) / plan.study)
     tracking.finish_study_run(parent)
     return paths

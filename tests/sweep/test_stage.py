@@ -87,6 +87,8 @@ def test_a_sweep_with_a_failed_and_a_pruned_trial_completes_and_mlflow_agrees(wo
     assert set(best["recheck"]) == {"defaults", "trial-0", "trial-3"}
     assert all(len(c["per_seed"]) == 2 for c in best["recheck"].values())  # the smoke profile's seeds
     assert best["recheck"]["defaults"]["values"]["pretrain.lambda_r"] == 5.0  # the run's own value
+    trial0 = workspace / "runs" / "sweeps" / plan.study / "trial-0000"
+    assert {p.parent.name for p in trial0.glob("pretrain/s*/pretrained.pth")} == {"s0", "s1"}  # one per seed
     assert best["command"].startswith("dvc exp run -S ")
     assert len((out / "trials.csv").read_text().splitlines()) == 5
 
