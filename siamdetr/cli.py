@@ -35,7 +35,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         "--params",
         type=Path,
         default=Path("params.yaml"),
-        help="params file (default: ./params.yaml; ignored if absent)",
+        help="params file (default: ./params.yaml, which may be absent; any other must exist)",
     )
     g.add_argument("--profile", help="profile: tiny (default), smoke (tests), paper (§4.1 settings)")
     g.add_argument(

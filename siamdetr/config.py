@@ -447,6 +447,8 @@ def load_config(
     sources: dict[str, str] = {}
     layers: list[tuple[str, dict[str, Any]]] = []
     params_data: dict[str, Any] = {}
+    if params is not None and Path(params) != DEFAULT_PARAMS and not Path(params).exists():
+        raise ConfigError(f"{params}: params file not found (only the default ./params.yaml may be absent)")
     if params is not None and Path(params).exists():
         params_data = read_yaml(Path(params))
         layers.append((str(params), params_data))

@@ -6,6 +6,13 @@ from pycocotools.coco import COCO
 from siamdetr.cli import main
 
 
+def no_params(tmp_path) -> str:
+    """An empty params file: the profile's values only (a missing --params file is an error)."""
+    path = tmp_path / "none.yaml"
+    path.write_text("")
+    return str(path)
+
+
 def test_help_lists_the_stages():
     out = subprocess.run(
         [sys.executable, "-m", "siamdetr.cli", "--help"], capture_output=True, text=True, check=True
@@ -27,7 +34,7 @@ def test_data_synth_writes_the_three_trees(tmp_path, capsys):
                 "--seed",
                 "1",
                 "--params",
-                str(tmp_path / "none.yaml"),
+                no_params(tmp_path),
             ]
         )
         == 0
@@ -46,7 +53,7 @@ def test_bad_config_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_config_show_names_sources(tmp_path, capsys):
-    assert main(["config", "show", "--params", str(tmp_path / "none.yaml"), "--set", "pretrain.tau=0.6"]) == 0
+    assert main(["config", "show", "--params", no_params(tmp_path), "--set", "pretrain.tau=0.6"]) == 0
     out = capsys.readouterr().out
     assert "tau: 0.6  # --set" in out and "tiny.yaml" in out
 
@@ -128,7 +135,7 @@ def test_proposals_command_on_any_folder(synth_root, tmp_path, capsys):
                 "--workers",
                 "1",
                 "--params",
-                str(tmp_path / "none.yaml"),
+                no_params(tmp_path),
                 "--profile",
                 "smoke",
             ]
@@ -138,4 +145,4 @@ def test_proposals_command_on_any_folder(synth_root, tmp_path, capsys):
     store = ProposalStore.open(out)
     assert len(store) == 8 and store[next(iter(store))][0].shape[1] == 4
     assert "8 images (0 skipped" in capsys.readouterr().out
-    assert main(["proposals", "--images", str(synth_root), "--params", str(tmp_path / "none.yaml")]) == 2
+    assert main(["proposals", "--images", str(synth_root), "--params", no_params(tmp_path)]) == 2

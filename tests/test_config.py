@@ -165,8 +165,8 @@ def test_override_error_names_set():
         load_config(params=None, overrides=["pretrain.tau=2"])
 
 
-def test_missing_params_file_is_allowed_but_an_unreadable_experiment_is_not(tmp_path):
-    load_config(tmp_path / "absent.yaml")
+def test_no_params_file_is_allowed_but_an_unreadable_experiment_is_not(tmp_path):
+    load_config(params=None)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(params=None, experiments=[tmp_path / "absent.yaml"])
 
@@ -196,3 +196,21 @@ def test_a_profile_extends_another_and_a_cycle_is_an_error(tmp_path, monkeypatch
     )
     with pytest.raises(ConfigError, match="extends itself"):
         load_config(params=None, profile="loop", check_paths=False)
+
+
+def test_a_params_file_named_but_missing_is_an_error_and_only_the_default_may_be_absent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml here
+    assert load_config(Path("params.yaml"), "smoke", check_paths=False).profile == "smoke"
+    with pytest.raises(ConfigError, match=r"missing\.yaml: params file not found"):
+        load_config(tmp_path / "missing.yaml", "smoke", check_paths=False)
+
+
+def test_the_cli_names_a_missing_params_file_in_one_line(tmp_path, monkeypatch, capsys):
+    from siamdetr.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "show", "--params", "typo.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "siamdetr: error: typo.yaml: params file not found (only the default ./params.yaml may be absent)"
+    )

@@ -172,7 +172,7 @@ def objective_fn(plan: Plan, parent: str):
         t.set_user_attr("dir", str(root))
         t.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         pre_cfg, ft_cfg = trial.candidate_configs(plan.layers, base, runs, pair, values, root, seed, seed)
-        run_id = tracking.trial_run(parent, plan.study, t, base.profile, original)
+        run_id = tracking.trial_run(parent, plan.study, t, base.profile, seed, original)
         tags = {tracking.PARENT: run_id, "run_key": f"sweep:{plan.study}/trial-{t.number}", "sweep_study": plan.study}
 
         def on_epoch(epoch: int, record: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ the study's parent run by its tags, so a study has one parent however many worke
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,8 +54,8 @@ def study_run(study: str, profile: str, params: Mapping[str, Any]) -> str:
         return run.info.run_id
 
 
-def trial_run(parent: str, study: str, trial: optuna.trial.Trial, profile: str, retry_of: int | None) -> str:
-    """A nested run for one trial (state RUNNING until `end_trial_run`)."""
+def trial_run(parent: str, study: str, trial: optuna.trial.Trial, profile: str, seed: int, retry_of: int | None) -> str:
+    """A nested run for one trial (state RUNNING until `end_trial_run`), tagged like the grid's runs."""
     c = client()
     experiment_id = c.get_run(parent).info.experiment_id
     tags = {
@@ -63,9 +64,13 @@ def trial_run(parent: str, study: str, trial: optuna.trial.Trial, profile: str, 
         "sweep_role": "trial",
         "optuna_trial": str(trial.number),
         "optuna_state": "RUNNING",
+        "stage": "sweep",
         "profile": profile,
+        "seed": str(seed),
         "git_commit": git_commit(),
     }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     if retry_of is not None:
         tags["retry_of"] = str(retry_of)
     run = c.create_run(experiment_id, run_name=f"trial-{trial.number}", tags=tags)
