@@ -85,3 +85,25 @@ def test_bad_command_line_values_are_one_line(workspace, capsys, args, message):
     write_space(workspace)
     code, err = run_cli(capsys, *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("pruner", "expected"),
+    [
+        ({"type": "median", "n_startup_trials": 2}, "MedianPruner"),
+        ({"type": "hyperband", "reduction_factor": 2}, "HyperbandPruner"),
+        ({"type": "none"}, "NopPruner"),
+    ],
+)
+def test_the_pruner_is_the_one_the_file_names(tmp_path, pruner, expected):
+    from siamdetr.sweep.stage import make_pruner
+
+    (tmp_path / "experiments").mkdir()
+    space = load_space(write_space(tmp_path, pruner=pruner))
+    assert type(make_pruner(space)).__name__ == expected
+
+
+def test_an_unknown_pruner_is_refused(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    with pytest.raises(ConfigError, match="pruner.type: 'asha' is not one of median, hyperband, none"):
+        load_space(write_space(tmp_path, pruner={"type": "asha"}))
