@@ -118,6 +118,20 @@ def test_evaluate_command_names_a_bad_detections_file(synth_root, tmp_path, caps
     assert str(bad) in capsys.readouterr().err
 
 
+def test_evaluate_refuses_ground_truth_with_a_repeated_annotation_id(synth_root, tmp_path, capsys):
+    import json
+
+    gt = json.loads((synth_root / "coco_like/annotations/instances_val2017.json").read_text())
+    gt["annotations"][1]["id"] = gt["annotations"][0]["id"]  # pycocotools would keep one of the two
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dets.json").write_text("[]")
+    args = ["evaluate", "--gt", str(tmp_path / "gt.json"), "--detections", str(tmp_path / "dets.json")]
+    assert main([*args, "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "annotations[1].id" in err and "not unique" in err and "Traceback" not in err
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_proposals_command_on_any_folder(synth_root, tmp_path, capsys):
     from siamdetr.proposals.store import ProposalStore
 

@@ -78,7 +78,14 @@ def validate_coco(data: Any, path: str | Path) -> None:
         if not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
             raise DatasetError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name'")
         cat_ids.add(cat["id"])
+    ann_ids: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
+        # pycocotools indexes annotations by id: a repeated id silently drops ground truth from the evaluation
+        if not isinstance(ann.get("id"), int) or isinstance(ann.get("id"), bool):
+            raise DatasetError(f"{path}: annotations[{i}].id is missing or not an integer: {ann.get('id')!r}")
+        if ann["id"] in ann_ids:
+            raise DatasetError(f"{path}: annotations[{i}].id = {ann['id']} is not unique")
+        ann_ids.add(ann["id"])
         if ann.get("image_id") not in image_ids:
             raise DatasetError(f"{path}: annotations[{i}].image_id = {ann.get('image_id')!r} is not an image id")
         if ann.get("category_id") not in cat_ids:

@@ -86,6 +86,14 @@ def test_boxes_outside_are_clipped_and_degenerate_ones_dropped_and_counted(tmp_p
             r"annotations\[0\].bbox",
         ),
         (lambda d: d["categories"].append({"id": "x", "name": "y"}), r"categories\[1\]"),
+        (
+            lambda d: d["annotations"].extend([{"id": 7, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1]}] * 2),
+            r"annotations\[1\].id = 7 is not unique",
+        ),
+        (
+            lambda d: d["annotations"].append({"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1]}),
+            r"annotations\[0\].id is missing",
+        ),
     ],
 )
 def test_malformed_annotations_name_file_and_field(tmp_path, mutate, fragment):
