@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from siamdetr.data.images import BadImagePolicy, read_image
 from siamdetr.errors import DatasetError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 
 def list_images(root: str | Path) -> list[Path]:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import PIL.Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.tv_tensors import Image
@@ -23,13 +24,28 @@ def read_image(path: str | Path, on_bad: BadImagePolicy = "skip") -> Image | Non
     # decode, so a truncated file fails here rather than yielding a half-grey image.
     try:
         with PIL.Image.open(path) as im:
-            return Image(pil_to_tensor(im.convert("RGB")))
+            return Image(pil_to_tensor(to_rgb(im)))
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
         msg = f"{path}: cannot decode image ({str(e).splitlines()[0][:200]})"
         if on_bad == "error":
             raise BadImageError(msg) from e
         log.warning("skipping %s", msg)
         return None
+
+
+def to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:
+    """8-bit RGB, faithful to the file's range: PIL's convert("RGB") clips 16-bit grey at 255 (a near-white
+    picture), so 16-bit grey is scaled to 8 bits; 32-bit integer and float pixels have no range to scale
+    from and are refused (the caller skips and counts, or errs)."""
+    if im.mode.startswith("I;16"):
+        pixels = np.asarray(im, dtype=np.float64) / 257.0  # 65535 -> 255
+        return PIL.Image.fromarray(pixels.round().astype(np.uint8)).convert("RGB")
+    if im.mode in ("I", "F"):
+        raise ValueError(
+            f"pixel format {im.mode!r} (32-bit {'integer' if im.mode == 'I' else 'float'}) is not "
+            "supported; save the image with 8 or 16 bits per channel"
+        )
+    return im.convert("RGB")
 
 
 def collate_skipping_bad(batch: list[Any]) -> dict[str, Any]:
