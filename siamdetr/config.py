@@ -220,6 +220,9 @@ class PretrainConfig:
     proposals: Literal["edgeboxes", "selective_search", "random"] = opt(
         "edgeboxes", doc="offline store the boxes come from; UP-DETR with random draws its own patches per sample"
     )
+    max_missing_proposals: float = opt(
+        0.01, unit_interval, doc="error when more than this fraction of the images have no usable proposals"
+    )
     region_detection: Literal["multi", "single"] = opt("multi", doc="Table 3: detect in the other view or own")
     semantic: Literal["none", "G", "R-O", "R-C", "R-C+G"] = opt("R-C+G", doc="Table 3: semantic discrimination")
     sample_proposals: bool = opt(True, doc="sample the n boxes from the top proposals (else take the first)")

@@ -141,6 +141,7 @@ def write_outputs(out: Path, method: RegionPretrainer, meta: dict[str, Any], his
 def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain, checkpoint every epoch (a rerun resumes), write pretrained.pth; returns the last epoch's losses."""
     from siamdetr.pretrain.single_view import draws_own_patches
+    from siamdetr.proposals.coverage import check_coverage
     from siamdetr.proposals.store import ProposalStore
 
     p = cfg.pretrain
@@ -153,7 +154,10 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
     out = Path(p.out_dir)
     seed_everything(cfg.seed)
     images, _ = pretraining_split(cfg)
-    ds = PretrainImages(images, {} if draws_own_patches(p) else ProposalStore.open(store_path(cfg)), cfg)
+    store = {} if draws_own_patches(p) else ProposalStore.open(store_path(cfg))
+    ds = PretrainImages(images, store, cfg)
+    if isinstance(store, ProposalStore):
+        check_coverage(store, images, [path.as_posix() for path in ds.paths], p.max_missing_proposals)
     method = build_method(cfg).to(dist_info.device)
     params = [q for q in method.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)

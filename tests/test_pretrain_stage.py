@@ -108,3 +108,14 @@ def test_every_loss_term_is_logged_per_step(prepared, tmp_path):
         history = client.get_metric_history(runs[0].info.run_id, f"step/{term}")
         assert len(history) >= 2, term
     assert runs[0].data.tags["method"] == "siamese" and runs[0].data.tags["proposals"] == "edgeboxes"
+
+
+def test_a_store_made_for_other_images_stops_pretraining_before_it_trains(prepared, tmp_path, synth_root):
+    from siamdetr.proposals.runner import run_proposals
+
+    other = tmp_path / "proposals"
+    run_proposals("random", synth_root / "coco_like" / "val2017", other / "imagenet_edgeboxes", workers=1, top_k=4)
+    cfg = smoke((prepared[0], other), tmp_path / "run")
+    with pytest.raises(DatasetError, match=r"imagenet_edgeboxes: \d+ of \d+ images of .* have no usable proposals"):
+        pretrain(cfg)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()

@@ -62,7 +62,8 @@ class PretrainImages(Dataset):
         if key not in self.store:
             return torch.zeros((0, 4))
         boxes, _ = self.store[key]
-        return torch.as_tensor(boxes, dtype=torch.float32)
+        boxes = torch.as_tensor(boxes, dtype=torch.float32)
+        return boxes[boxes.isfinite().all(dim=1)]  # a store's NaN rows never reach the views
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         from siamdetr.pretrain.single_view import SAMPLES

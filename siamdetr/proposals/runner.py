@@ -33,7 +33,7 @@ from siamdetr.data.images import BadImagePolicy, read_image
 from siamdetr.proposals import edgeboxes, random_boxes, selective_search
 from siamdetr.proposals.boxes import Proposals
 from siamdetr.proposals.edges import EdgeMap
-from siamdetr.proposals.store import ProposalWriter
+from siamdetr.proposals.store import ProposalWriter, dataset_identity
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def run_proposals(
                 shard.append(proposals)
                 bar.update()
             records[i] = writer.write(i, slices[i], shard)
-    store_counts = writer.finish(records)
+    store_counts = writer.finish(records, dataset_identity(root, keys))
     seconds = time.perf_counter() - start
     summary = {
         "method": method,

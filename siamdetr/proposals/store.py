@@ -5,8 +5,9 @@
     FILE/shard-00000.scores.npy  float32 [rows]
     FILE/shard-00000.json        the shard's record (run parameters, its images, box counts, skipped images);
                                  written after its arrays, so it marks the shard finished: a rerun keeps it
-    FILE/index.json              every shard's keys and counts, the run's parameters and counts; written last,
-                                 so a store without it is unfinished (a rerun resumes it)
+    FILE/index.json              every shard's keys and counts, the run's parameters and counts, and the
+                                 image folder it was made for (root + fingerprint); written last, so a store
+                                 without it is unfinished (a rerun resumes it)
 
 Every file is written atomically (temp file + rename), arrays with np.save and read with allow_pickle=False.
 Opening a store builds key → (shard, offset, count) from the index, so a lookup is O(1); a shard's arrays are
@@ -15,6 +16,7 @@ memory-mapped on first use, so DataLoader workers share their pages through the 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -80,6 +82,15 @@ class ShardRecord:
     fallback: int  # images that got the centre box
 
 
+def dataset_identity(root: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """Which images a store is for: the folder and a fingerprint of its listing (each relative path and file
+    size, in order), cheap enough for ImageNet and changed by any added, removed, renamed or resized file."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(f"{key}\t{(root / key).stat().st_size}\n".encode())
+    return {"root": str(root.resolve()), "n_images": len(keys), "fingerprint": digest.hexdigest()[:16]}
+
+
 class ProposalWriter:
     """Writes a store shard by shard; shards finished by an earlier run with the same parameters are kept."""
 
@@ -135,8 +146,9 @@ class ProposalWriter:
         atomic_write_json(record_file, {**self.header, **asdict(record)})
         return record
 
-    def finish(self, records: list[ShardRecord]) -> dict[str, Any]:
-        """Write the index over all shards, delete files of an earlier layout; returns the store's counts."""
+    def finish(self, records: list[ShardRecord], dataset: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the index over all shards (and `dataset_identity` of the images), delete files of an earlier
+        layout; returns the store's counts."""
         n_stored = sum(len(r.keys) for r in records)
         n_boxes = sum(sum(r.counts) for r in records)
         summary = {
@@ -150,6 +162,7 @@ class ProposalWriter:
         index = {
             **self.header,
             "summary": summary,
+            "dataset": dataset,
             "skipped": [key for r in records for key in r.skipped],
             "shards": [{"keys": r.keys, "counts": r.counts} for r in records],  # shard i is shard_name(i)
         }
@@ -202,6 +215,9 @@ class ProposalStore(Mapping[str, tuple[np.ndarray, np.ndarray]]):
         self.method: str = index["method"]
         self.params: dict[str, Any] = index["params"]
         self.summary: dict[str, Any] = index["summary"]
+        self.dataset: dict[str, Any] | None = index.get("dataset")  # dataset_identity, when the run recorded it
+        self.skipped: list[str] = index.get("skipped", [])
+        self.shards: list[dict[str, list]] = index["shards"]  # each {"keys": [...], "counts": [...]}
         self.shard_names = [shard_name(i) for i in range(len(index["shards"]))]
         self.shard_rows = [sum(shard["counts"]) for shard in index["shards"]]
         self.where: dict[str, tuple[int, int, int]] = {}
@@ -244,6 +260,16 @@ class ProposalStore(Mapping[str, tuple[np.ndarray, np.ndarray]]):
             scores = np.load(self.path / f"{name}.scores.npy", mmap_mode="r", allow_pickle=False)
             self._arrays[shard] = (boxes, scores)
         return self._arrays[shard]
+
+    def nonfinite_keys(self) -> list[str]:
+        """Keys whose boxes hold a NaN or an infinity (reads every shard once)."""
+        bad: list[str] = []
+        for i, shard in enumerate(self.shards):
+            rows = ~np.isfinite(self.arrays(i)[0]).all(axis=1)
+            if rows.any():
+                owner = np.repeat(np.arange(len(shard["keys"])), shard["counts"])
+                bad += [shard["keys"][k] for k in np.unique(owner[rows])]
+        return bad
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (e.g. into spawned DataLoader workers) without its maps: each process maps shards itself."""
