@@ -21,8 +21,6 @@ epoch's randomness a function of (seed, epoch). Outputs in backbone.out_dir:
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -43,13 +41,15 @@ from siamdetr.data.folder import ImageFolder
 from siamdetr.data.images import collate_skipping_bad
 from siamdetr.data.prepare import manifest_entry
 from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
+from siamdetr.engine.checkpoint import save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
 from siamdetr.engine.loop import NonFiniteLoss, StepHook
+from siamdetr.engine.training import Training, run_training
 from siamdetr.io import atomic_write_json
 from siamdetr.models.backbone import resnet_trunk
 from siamdetr.pretrain.supervised import LabelledCrops, SupervisedTrunk
 from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, colour_crops, stack_crops, train_step
+from siamdetr.run_key import run_key
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,6 @@ KNN_MAX_IMAGES = 10_000  # an evenly strided subset of a large folder (real Imag
 def unlabeled_images(cfg: Config) -> Path:
     """The ImageNet(-like) folder recorded by the data stage."""
     return Path(manifest_entry(cfg, "imagenet", "pretraining images")["root"])
-
-
-def stage_params_hash(cfg: Config) -> str:
-    """What the trunk depends on: seed, data, model.backbone and the backbone section, less where it is
-    written and the loader workers (samples are seeded per index). A later stage's params do not restart it."""
-    section = {k: v for k, v in dataclasses.asdict(cfg.backbone).items() if k not in ("out_dir", "num_workers")}
-    relevant = {
-        "seed": cfg.seed,
-        "data": dataclasses.asdict(cfg.data),
-        "model": [cfg.model.backbone, cfg.model.small_width],
-        "backbone": section,
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_swav(cfg: Config) -> SwAV:
@@ -273,12 +260,12 @@ def record_pretrained_backbone(cfg: Config) -> dict[str, Any]:
     return info
 
 
-def finished_metrics(out: Path, params_hash: str) -> dict[str, Any] | None:
+def finished_metrics(out: Path, key: str) -> dict[str, Any] | None:
     """The metrics of a run that already wrote all its outputs with these params, else None."""
     if not (out / BACKBONE).is_file() or not (out / METRICS).is_file():
         return None
     metrics = json.loads((out / METRICS).read_text())
-    return metrics if metrics.get("params_hash") == params_hash else None
+    return metrics if metrics.get("run_key") == key else None
 
 
 def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
@@ -290,7 +277,7 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
         return record_pretrained_backbone(cfg)
     b = cfg.backbone
     out = Path(b.out_dir)
-    params_hash = stage_params_hash(cfg)
+    key = run_key(cfg, "backbone")
     dist_info = init_distributed()
     if b.batch_size % dist_info.world_size:
         raise ConfigError(
@@ -315,69 +302,53 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
     model.to(dist_info.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=b.weight_decay)
     scheduler = warmup_cosine(optimizer, b.warmup_steps, b.epochs * steps_per_epoch)
-    start_epoch, history = resume(out / CHECKPOINT, params_hash, model, optimizer, scheduler)
-    if start_epoch >= b.epochs and (done := finished_metrics(out, params_hash)) is not None:
-        log.info("%s: all %d epochs are done; nothing to train", out / CHECKPOINT, b.epochs)
-        return done
     train_model = DistributedDataParallel(model) if dist_info.world_size > 1 else model
     step = (
         swav_step(train_model, optimizer, cfg, dist_info.device)
         if b.method == "swav"
         else supervised_step(train_model, optimizer, dist_info.device)
     )
-    tracker = RunLogger(
-        cfg,
-        "backbone",
-        f"backbone-{b.method}-small-s{cfg.seed}",
-        {"method": b.method, "backbone": "small"},
-        dist_info.is_main,
-    )
-    metrics: dict[str, Any] = {}
-    try:
-        for record in history:  # a resumed run re-logs the finished epochs, so its MLflow run is complete
-            tracker.log_metrics(record["train"], step=record["epoch"])
-        for epoch in range(start_epoch, b.epochs):
-            seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
-            stats = train_one_epoch(
-                step,
-                model,
-                make_loader(ds, cfg, dist_info, epoch),
-                scheduler,
-                epoch * steps_per_epoch,
-                dist_info,
-                on_step,
-            )
-            stats = mean_across_processes(stats, dist_info.device)
-            history.append({"epoch": epoch, "train": stats})
-            tracker.log_metrics(stats, step=epoch)
-            if dist_info.is_main:
-                state = training_state(model, optimizer, scheduler, epoch, params_hash, history, cfg.to_dict())
-                save_checkpoint(out / CHECKPOINT, state)
-        if dist_info.is_main:
-            trunk = model.trunk
-            save_checkpoint(out / BACKBONE, trunk_state(trunk))
-            probe = knn_probe({"": trunk, "_random_init": initial_trunk}, root, cfg, dist_info.device)
-            metrics = {
-                "backbone": "small",
-                "method": b.method,
-                "trained": True,
-                "epochs": b.epochs,
-                "final_loss": history[-1]["train"]["loss"],
-                **probe,
-                "params_hash": params_hash,
-            }
-            atomic_write_json(out / HISTORY, history, indent=2)
-            atomic_write_json(out / METRICS, metrics, indent=2)
-            tracker.log_metrics(probe)
-            tracker.log_artifact(out / METRICS)
-            log.info(
-                "backbone: held-out k-NN accuracy %.3f after %s training, %.3f at random init",
-                probe["knn_acc"] or float("nan"),
-                b.method,
-                probe["knn_acc_random_init"] or float("nan"),
-            )
-    except BaseException:
-        tracker.close("FAILED")
-        raise
-    tracker.close()
-    return metrics
+
+    def open_run() -> RunLogger:
+        tags = {"method": b.method, "backbone": "small"}
+        return RunLogger(cfg, "backbone", f"backbone-{b.method}-small-s{cfg.seed}", tags, dist_info.is_main)
+
+    def train_epoch(epoch: int, run: RunLogger) -> dict[str, Any]:
+        loader = make_loader(ds, cfg, dist_info, epoch)
+        stats = train_one_epoch(step, model, loader, scheduler, epoch * steps_per_epoch, dist_info, on_step)
+        stats = mean_across_processes(stats, dist_info.device)
+        run.log_metrics(stats, step=epoch)
+        return {"train": stats}
+
+    def finish(history: list[dict[str, Any]], run: RunLogger | None) -> dict[str, Any]:
+        if run is None and (done := finished_metrics(out, key)) is not None:
+            return done
+        if not dist_info.is_main:
+            return {}
+        trunk = model.trunk
+        save_checkpoint(out / BACKBONE, trunk_state(trunk))
+        probe = knn_probe({"": trunk, "_random_init": initial_trunk}, root, cfg, dist_info.device)
+        metrics = {
+            "backbone": "small",
+            "method": b.method,
+            "trained": True,
+            "epochs": b.epochs,
+            "final_loss": history[-1]["train"]["loss"],
+            **probe,
+            "run_key": key,
+        }
+        atomic_write_json(out / HISTORY, history, indent=2)
+        atomic_write_json(out / METRICS, metrics, indent=2)
+        if run is not None:
+            run.log_metrics(probe)
+            run.log_artifact(out / METRICS)
+        log.info(
+            "backbone: held-out k-NN accuracy %.3f after %s training, %.3f at random init",
+            probe["knn_acc"] or float("nan"),
+            b.method,
+            probe["knn_acc_random_init"] or float("nan"),
+        )
+        return metrics
+
+    training = Training(out, CHECKPOINT, key, b.epochs, cfg.seed, dist_info, cfg.to_dict(), model, optimizer, scheduler)
+    return run_training(training, open_run, train_epoch, finish)

@@ -175,7 +175,7 @@ def cmd_backbone(args: argparse.Namespace) -> None:
     if cfg.model.backbone != "small":  # the small ResNet's checkpoint is this stage's output, not an input
         check_input_paths(cfg, ("model",))
     metrics = train_backbone(cfg)
-    print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'params_hash'})}")
+    print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'run_key'})}")
 
 
 def cmd_proposals(args: argparse.Namespace) -> None:
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from siamdetr.errors import DatasetError
+    from siamdetr.errors import DatasetError, RunLocked
 
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -484,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, RunLocked, FileExistsError, FileNotFoundError) as e:
         print(f"siamdetr: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -11,3 +11,7 @@ class BadImageError(DatasetError):
 
 class Stopped(Exception):  # noqa: N818  (a request, not a fault)
     """Raised by a training hook to end a run on purpose (a sweep's pruner); the run is closed as KILLED."""
+
+
+class RunLocked(RuntimeError):
+    """Another live process is training the same run directory."""

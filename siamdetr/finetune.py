@@ -25,17 +25,15 @@ from siamdetr.data.transforms import eval_transforms, train_transforms
 from siamdetr.engine.checkpoint import (
     epoch_seed,
     load_checkpoint,
-    resume,
-    save_checkpoint,
     seed_everything,
-    training_state,
 )
 from siamdetr.engine.distributed import DistInfo, gather_lists, init_distributed, mean_across_processes
 from siamdetr.engine.loop import StepHook, one_drop_schedule, predict, train_one_epoch
-from siamdetr.errors import Stopped
+from siamdetr.engine.training import Training, run_training
 from siamdetr.io import atomic_write_json
 from siamdetr.models.detr import DETR
 from siamdetr.models.variants import VARIANTS, build_detector
+from siamdetr.run_key import run_key
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -203,13 +201,6 @@ def finetune(
             atomic_write_json(out / METRICS, metrics, indent=2)
             atomic_write_json(out / HISTORY, history, indent=2)
 
-    ckpt_path = out / CHECKPOINT
-    start_epoch, history = resume(ckpt_path, cfg.params_hash(), model, optimizer, scheduler)
-    if start_epoch >= f.epochs:  # outputs may have been removed (DVC does before a rerun): write them again
-        log.info("%s: all %d epochs are done; nothing to train", ckpt_path, f.epochs)
-        detections, _ = evaluate(f.epochs - 1)
-        write_outputs(detections, history[-1]["metrics"], history)
-        return history[-1]["metrics"]
     train_model: nn.Module = DistributedDataParallel(model) if dist_info.world_size > 1 else model
     run_tags = {
         **(tags or {}),
@@ -223,49 +214,54 @@ def finetune(
         "queries": cfg.model.num_queries,
         "epochs": f.epochs,
     }
-    tracker = RunLogger(
-        cfg, "finetune", f"finetune-{cfg.model.variant}-{f.dataset}-s{cfg.seed}", run_tags, enabled=dist_info.is_main
+    last: dict[str, list[dict[str, Any]]] = {}  # the latest evaluation's detections
+
+    def open_run() -> RunLogger:
+        name = f"finetune-{cfg.model.variant}-{f.dataset}-s{cfg.seed}"
+        return RunLogger(cfg, "finetune", name, run_tags, enabled=dist_info.is_main)
+
+    def train_epoch(epoch: int, run: RunLogger) -> dict[str, Any]:
+        loader = make_loader(train_ds, per_process, True, cfg, dist_info, epoch)
+        losses = train_one_epoch(
+            train_model,
+            criterion,
+            weights,
+            loader,
+            optimizer,
+            dist_info.device,
+            f.clip_max_norm,
+            f.amp,
+            on_step,
+            show_progress=dist_info.is_main,
+        )
+        losses = mean_across_processes(losses, dist_info.device)
+        scheduler.step()
+        record: dict[str, Any] = {"epoch": epoch, "train": losses}
+        if (epoch + 1) % f.eval_every == 0 or epoch + 1 == f.epochs:
+            last["detections"], record["metrics"] = evaluate(epoch)
+        run.log_metrics(tracked(record), step=epoch)
+        return record
+
+    def finish(history: list[dict[str, Any]], run: RunLogger | None) -> dict[str, Any]:
+        if run is None:  # every epoch was done: the detections are computed again from the final weights
+            last["detections"], _ = evaluate(f.epochs - 1)
+        metrics = history[-1]["metrics"]
+        write_outputs(last["detections"], metrics, history)
+        if run is not None and dist_info.is_main:
+            run.log_artifact(out / METRICS)
+        return metrics
+
+    training = Training(
+        out,
+        CHECKPOINT,
+        run_key(cfg, "finetune"),
+        f.epochs,
+        cfg.seed,
+        dist_info,
+        cfg.to_dict(),
+        model,
+        optimizer,
+        scheduler,
+        on_epoch,
     )
-    metrics: dict[str, Any] = history[-1]["metrics"] if history else {}
-    try:
-        for record in history:  # a resumed run re-logs the finished epochs, so its MLflow run is complete
-            tracker.log_metrics(tracked(record), step=record["epoch"])
-        for epoch in range(start_epoch, f.epochs):
-            seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
-            loader = make_loader(train_ds, per_process, True, cfg, dist_info, epoch)
-            losses = train_one_epoch(
-                train_model,
-                criterion,
-                weights,
-                loader,
-                optimizer,
-                dist_info.device,
-                f.clip_max_norm,
-                f.amp,
-                on_step,
-                show_progress=dist_info.is_main,
-            )
-            losses = mean_across_processes(losses, dist_info.device)
-            scheduler.step()
-            record: dict[str, Any] = {"epoch": epoch, "train": losses}
-            if (epoch + 1) % f.eval_every == 0 or epoch + 1 == f.epochs:
-                detections, metrics = evaluate(epoch)
-                record["metrics"] = metrics
-            history.append(record)
-            tracker.log_metrics(tracked(record), step=epoch)
-            if dist_info.is_main:
-                state = training_state(model, optimizer, scheduler, epoch, cfg.params_hash(), history, cfg.to_dict())
-                save_checkpoint(ckpt_path, state)
-            if on_epoch is not None:
-                on_epoch(epoch, record)
-        write_outputs(detections, metrics, history)
-        if dist_info.is_main:
-            tracker.log_artifact(out / METRICS)
-    except Stopped:
-        tracker.close("KILLED")
-        raise
-    except BaseException:
-        tracker.close("FAILED")
-        raise
-    tracker.close()
-    return metrics
+    return run_training(training, open_run, train_epoch, finish)

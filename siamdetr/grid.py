@@ -10,7 +10,6 @@ process (a finished seed is skipped, an interrupted one resumes from its checkpo
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Any
 
 from siamdetr.config import Config, ConfigError, read_yaml
 from siamdetr.io import atomic_write_json, atomic_write_text
+from siamdetr.run_key import run_key
 from siamdetr.tracking import flatten
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def plan(
     for seed in seeds:
         cfg = configure(seed_overrides(base, runs, run, seed))
         out = Path(cfg.pretrain.out_dir if run.kind == "pretrain" else cfg.finetune.out_dir)
-        jobs.append(Job(run, seed, cfg, out, done_key(cfg, run.kind)))
+        jobs.append(Job(run, seed, cfg, out, run_key(cfg, run.kind)))
     return jobs
 
 
@@ -266,38 +266,8 @@ def _finish(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-METHOD_ONLY = {  # pretrain keys that only one method reads
-    "siamese": ("tau", "n_proposals", "lambda_r", "lambda_g", "region_detection", "semantic", "jitter"),
-    "updetr": ("updetr",),
-    "detreg": ("detreg",),
-}
-BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")
-
-
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def done_key(cfg: Config, kind: str) -> str:
-    """What a finished seed must match to be skipped: the settings the run depends on, and the weights it
-    reads (the frozen backbone; a fine-tune's pretrained init). So `pretrain.tau` retrains only Siamese
-    DETR runs and the fine-tunes that start from them, not UP-DETR or a fine-tune from scratch, and
-    `pretrain.detreg.*` only DETReg runs."""
-    d = cfg.to_dict()
-    section = {k: v for k, v in d[kind].items() if k not in BOOKKEEPING}
-    if kind == "pretrain":
-        others = {k for method, keys in METHOD_ONLY.items() if method != cfg.pretrain.method for k in keys}
-        section = {k: v for k, v in section.items() if k not in others}
-    relevant = {"seed": cfg.seed, "data": d["data"], "model": d["model"], kind: section}
-    if kind == "pretrain":
-        relevant["proposals"] = d["proposals"]
-    weights = [cfg.model.backbone_checkpoint, cfg.finetune.init if kind == "finetune" else None]
-    relevant["weights"] = [file_digest(w) for w in weights if w]
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _read_done(path: Path, key: str) -> dict[str, Any] | None:

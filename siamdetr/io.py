@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from siamdetr.errors import RunLocked
+
+log = logging.getLogger(__name__)
+LOCK = ".lock"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -71,3 +78,32 @@ def atomic_dir(path: str | os.PathLike, marker: str | None = None) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def locked(out: Path, enabled: bool = True) -> Iterator[None]:
+    """An exclusive lock on an output directory (a run, a proposals store) while one process writes it; the OS
+    drops it when the process dies, so only a live second writer is refused."""
+    if not enabled:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise RunLocked(f"{out}: another process is writing here (it holds {out / LOCK})") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    """Temp files of atomic writes (`.NAME.*.tmp`) that a killed writer never renamed; safe under the lock."""
+    for tmp in out.glob(".*.tmp"):
+        log.info("removing %s, left by an interrupted write", tmp)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)

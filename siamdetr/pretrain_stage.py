@@ -21,15 +21,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from siamdetr.config import Config, ConfigError
-from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
+from siamdetr.engine.checkpoint import epoch_seed, save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
 from siamdetr.engine.loop import NonFiniteLoss, autocast, one_drop_schedule
+from siamdetr.engine.training import Training, run_training
 from siamdetr.io import atomic_write_json
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
 from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
 from siamdetr.pretrain.losses import total
 from siamdetr.proposals.stage import pretraining_split, store_path
+from siamdetr.run_key import run_key
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,6 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
     params = [q for q in method.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
     scheduler = one_drop_schedule(optimizer, p.lr_drop)
-    start_epoch, history = resume(out / CHECKPOINT, cfg.params_hash(), method, optimizer, scheduler)
     meta = {
         "method": p.method,
         "dataset": p.dataset,
@@ -171,51 +172,45 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
         "region_detection": p.region_detection,
         "semantic": p.semantic,
     }
-    if start_epoch >= p.epochs:  # outputs may have been removed (DVC does before a rerun): write them again
-        log.info("%s: all %d epochs are done; nothing to train", out / CHECKPOINT, p.epochs)
-        if dist_info.is_main:
-            write_outputs(out, method, meta, history)
-        return history[-1]["train"]
     train_model: nn.Module = (
         DistributedDataParallel(method, find_unused_parameters=True) if dist_info.world_size > 1 else method
     )
-    tracker = RunLogger(
-        cfg,
-        "pretrain",
-        f"pretrain-{p.method}-{cfg.model.variant}-{p.dataset}-s{cfg.seed}",
-        {**(tags or {}), **meta, "pretrain_dataset": p.dataset, "queries": cfg.model.num_queries},
-        enabled=dist_info.is_main,
-    )
     steps_per_epoch = len(ds) // p.batch_size
-    try:
-        for record in history:
-            tracker.log_metrics(record["train"], step=record["epoch"])
-        for epoch in range(start_epoch, p.epochs):
-            seed_everything(epoch_seed(cfg.seed, epoch, dist_info.rank))
-            losses = pretrain_one_epoch(
-                train_model,
-                method.weights,
-                make_loader(ds, cfg, dist_info, epoch),
-                optimizer,
-                cfg,
-                dist_info,
-                tracker,
-                epoch * steps_per_epoch,
-                on_step,
-            )
-            losses = mean_across_processes(losses, dist_info.device)
-            scheduler.step()
-            history.append({"epoch": epoch, "train": losses})
-            tracker.log_metrics({f"epoch/{k}": v for k, v in losses.items()}, step=epoch)
-            if dist_info.is_main:
-                save_checkpoint(
-                    out / CHECKPOINT,
-                    training_state(method, optimizer, scheduler, epoch, cfg.params_hash(), history, cfg.to_dict()),
-                )
+
+    def open_run() -> RunLogger:
+        return RunLogger(
+            cfg,
+            "pretrain",
+            f"pretrain-{p.method}-{cfg.model.variant}-{p.dataset}-s{cfg.seed}",
+            {**(tags or {}), **meta, "pretrain_dataset": p.dataset, "queries": cfg.model.num_queries},
+            enabled=dist_info.is_main,
+        )
+
+    def train_epoch(epoch: int, run: RunLogger) -> dict[str, Any]:
+        loader = make_loader(ds, cfg, dist_info, epoch)
+        losses = pretrain_one_epoch(
+            train_model, method.weights, loader, optimizer, cfg, dist_info, run, epoch * steps_per_epoch, on_step
+        )
+        losses = mean_across_processes(losses, dist_info.device)
+        scheduler.step()
+        run.log_metrics({f"epoch/{k}": v for k, v in losses.items()}, step=epoch)
+        return {"train": losses}
+
+    def finish(history: list[dict[str, Any]], run: RunLogger | None) -> dict[str, float]:
         if dist_info.is_main:
             write_outputs(out, method, meta, history)
-    except BaseException:
-        tracker.close("FAILED")
-        raise
-    tracker.close()
-    return history[-1]["train"]
+        return history[-1]["train"]
+
+    training = Training(
+        out,
+        CHECKPOINT,
+        run_key(cfg, "pretrain"),
+        p.epochs,
+        cfg.seed,
+        dist_info,
+        cfg.to_dict(),
+        method,
+        optimizer,
+        scheduler,
+    )
+    return run_training(training, open_run, train_epoch, finish)

@@ -77,12 +77,26 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def mark_killed(run_id: str) -> None:
+    """Close a run that a killed process left RUNNING as KILLED (a resumed run calls this on its predecessor)."""
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(default_tracking_uri())
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+            log.info("MLflow run %s was left running by an interrupted process: marked KILLED", run_id)
+    except Exception as e:  # noqa: BLE001  (bookkeeping of an old run must never stop a new one)
+        log.warning("could not mark MLflow run %s as killed: %s", run_id, e)
+
+
 class RunLogger:
     """Logs params, tags, metrics and artifacts of one run; a no-op off rank 0 or without MLflow."""
 
     def __init__(self, cfg: Config, stage: str, run_name: str, tags: Mapping[str, Any], enabled: bool = True) -> None:
         self.run_id: str | None = None
         self._mlflow = None
+        self._logged: list[list[Any]] = []  # [step, metrics] as logged, for a resumed run to replay
         if not enabled:
             return
         try:
@@ -110,10 +124,15 @@ class RunLogger:
         mlflow.log_params({k: str(v) for k, v in flatten(cfg.to_dict()).items()})
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        if self._mlflow is None:
-            return
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        self._mlflow.log_metrics(scalars, step=step)
+        self._logged.append([step, scalars])
+        if self._mlflow is not None:
+            self._mlflow.log_metrics(scalars, step=step)
+
+    def take_logged(self) -> list[list[Any]]:
+        """What was logged since the last call, as [step, metrics] pairs."""
+        logged, self._logged = self._logged, []
+        return logged
 
     def log_artifact(self, path: str | Path) -> None:
         if self._mlflow is not None:

@@ -5,12 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from siamdetr.config import ConfigError, load_config
 from siamdetr.grid import (
-    done_key,
     execute,
     load_runs,
     plan,
@@ -116,31 +114,6 @@ def test_a_run_value_is_overridden_by_set_and_names_its_source(tmp_path):
     assert cfg.pretrain.tau == 0.6 and cfg.source_of("pretrain.tau").endswith("pretrain_stages.s.r")
     cfg = load_config(params=None, run_layer=(run.source, run.overrides), overrides=["pretrain.tau=0.7"])
     assert cfg.pretrain.tau == 0.7
-
-
-def test_done_key_follows_what_a_run_depends_on(tmp_path):
-    def key(kind, *sets):
-        return done_key(load_config(params=None, profile="smoke", overrides=list(sets), check_paths=False), kind)
-
-    siamese, updetr = "pretrain.method=siamese", "pretrain.method=updetr"
-    assert key("pretrain", siamese) != key("pretrain", siamese, "pretrain.tau=0.7")
-    assert key("pretrain", updetr) == key("pretrain", updetr, "pretrain.tau=0.7")  # UP-DETR has no views
-    assert key("pretrain", updetr) == key("pretrain", updetr, "pretrain.lambda_r=1.0")  # Siamese DETR's L_r
-    assert key("pretrain", updetr) != key("pretrain", updetr, "pretrain.updetr.lambda_r=3.0")
-    assert key("pretrain", siamese) == key(
-        "pretrain", siamese, "pretrain.updetr.mask_ratio=0", "pretrain.detreg.crop=false"
-    )
-    assert key("pretrain", "pretrain.method=detreg") != key(
-        "pretrain", "pretrain.method=detreg", "pretrain.detreg.crop=false"
-    )
-    assert key("finetune") == key("finetune", "pretrain.tau=0.7")  # from scratch: pretraining is irrelevant
-    assert key("finetune") == key("finetune", "finetune.out_dir=elsewhere", "finetune.num_workers=5")
-    assert key("finetune") != key("finetune", "finetune.lr=2e-4")
-    weights = tmp_path / "pretrained.pth"
-    torch.save({"model": {"w": torch.zeros(2)}}, weights)
-    before = key("finetune", f"finetune.init={weights}")
-    torch.save({"model": {"w": torch.ones(2)}}, weights)  # the pretraining was retrained
-    assert key("finetune", f"finetune.init={weights}") != before
 
 
 def test_a_seeds_placement_wins_over_set_so_set_out_dir_moves_the_whole_grid(tmp_path):

@@ -76,13 +76,7 @@ def test_updetr_draws_its_random_patches_itself_and_reads_no_store(prepared, tmp
 
 def test_killed_pretraining_resumes_exactly(prepared, tmp_path):
     whole = pretrain(smoke(prepared, tmp_path / "whole"))
-    seen = []
-
-    def kill(step, losses):
-        seen.append(step)
-        if seen.count(0) == 2 and step == 1:  # step 1 of the second epoch
-            raise KeyboardInterrupt
-
+    kill, _ = stop_in_second_epoch()  # at step 1 of the second epoch
     with pytest.raises(KeyboardInterrupt):
         pretrain(smoke(prepared, tmp_path / "resumed"), on_step=kill)
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 0
@@ -119,3 +113,50 @@ def test_a_store_made_for_other_images_stops_pretraining_before_it_trains(prepar
     with pytest.raises(DatasetError, match=r"imagenet_edgeboxes: \d+ of \d+ images of .* have no usable proposals"):
         pretrain(cfg)
     assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def stop_in_second_epoch():
+    seen = []
+
+    def hook(step, losses):
+        seen.append(step)
+        if seen.count(0) == 2 and step == 1:
+            raise KeyboardInterrupt
+
+    return hook, seen
+
+
+def finished_history(cfg) -> dict[str, list[int]]:
+    (run,) = mlflow.search_runs(
+        experiment_names=["siamdetr"],
+        output_format="list",
+        filter_string=f"tags.params_hash = '{cfg.params_hash()}' and attributes.status = 'FINISHED'",
+    )
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    return {key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics}
+
+
+def test_a_resumed_pretrainings_mlflow_history_equals_an_uninterrupted_ones(prepared, tmp_path):
+    whole, resumed = smoke(prepared, tmp_path / "whole", "seed=5"), smoke(prepared, tmp_path / "resumed", "seed=5")
+    pretrain(whole)
+    hook, _ = stop_in_second_epoch()
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(resumed, on_step=hook)
+    pretrain(resumed)
+    expected = finished_history(whole)
+    assert finished_history(resumed) == expected
+    assert expected["epoch/loss"] == [0, 1] and len(expected["step/loss"]) >= 2
+
+
+def test_a_finetune_value_does_not_restart_an_interrupted_pretraining(prepared, tmp_path):
+    hook, _ = stop_in_second_epoch()
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(smoke(prepared, tmp_path / "run"), on_step=hook)
+    seen = []
+    pretrain(
+        smoke(prepared, tmp_path / "run", "finetune.lr=5e-4", "finetune.epochs=3"), on_step=lambda s, _: seen.append(s)
+    )
+    assert seen.count(0) == 1  # only the second epoch ran
+    seen.clear()
+    pretrain(smoke(prepared, tmp_path / "run", "pretrain.lr=5e-4"), on_step=lambda s, _: seen.append(s))
+    assert seen.count(0) == 2  # a pretraining value does restart it

@@ -59,7 +59,7 @@ def training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     epoch: int,
-    params_hash: str,
+    run_key: str,
     history: list[dict[str, Any]],
     config: dict[str, Any],
 ) -> dict[str, Any]:
@@ -70,14 +70,14 @@ def training_state(
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
         "epoch": epoch,
-        "params_hash": params_hash,
+        "run_key": run_key,
         "history": json.dumps(history),
         "config": json.dumps(config),
     }
 
 
 def resume(
-    path: str | Path, params_hash: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: str | Path, run_key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> tuple[int, list[dict[str, Any]]]:
     """Restore a run from its checkpoint if it was written with the same params → (next epoch, history).
 
@@ -87,7 +87,7 @@ def resume(
     if not path.is_file():
         return 0, []
     ckpt = load_checkpoint(path)
-    if ckpt.get("params_hash") != params_hash:
+    if ckpt.get("run_key") != run_key:
         log.warning("%s was written with other params; starting afresh", path)
         return 0, []
     model.load_state_dict(ckpt["model"])

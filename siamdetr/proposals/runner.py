@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from siamdetr.data.folder import list_images
 from siamdetr.data.images import BadImagePolicy, read_image
+from siamdetr.io import locked
 from siamdetr.proposals import edgeboxes, random_boxes, selective_search
 from siamdetr.proposals.boxes import Proposals
 from siamdetr.proposals.edges import EdgeMap
@@ -161,28 +162,29 @@ def run_proposals(
     root = Path(images_dir)
     keys = [p.as_posix() for p in list_images(root)]
     params = options if method == "edgeboxes" else {**options, "seed": seed}  # EdgeBoxes draws nothing at random
-    writer = ProposalWriter(out, method, params, shard_size)
-    slices = [keys[i : i + shard_size] for i in range(0, len(keys), shard_size)]
-    records = [writer.finished(i, images) for i, images in enumerate(slices)]
-    todo = [i for i, record in enumerate(records) if record is None]
-    pending = [key for i in todo for key in slices[i]]
-    work = functools.partial(
-        propose_file,
-        root=root,
-        propose=functools.partial(METHODS[method], **options),
-        seed=seed,
-        on_bad_image=on_bad_image,
-    )
-    start = time.perf_counter()
-    bar = tqdm(total=len(pending), desc=f"{method} proposals", unit="img", disable=None)
-    with in_order(work, pending, workers or os.cpu_count() or 1) as results, bar:
-        for i in todo:
-            shard = []
-            for proposals in itertools.islice(results, len(slices[i])):
-                shard.append(proposals)
-                bar.update()
-            records[i] = writer.write(i, slices[i], shard)
-    store_counts = writer.finish(records, dataset_identity(root, keys))
+    with locked(Path(out)):  # a second process on the same store refuses rather than computing it twice
+        writer = ProposalWriter(out, method, params, shard_size)
+        slices = [keys[i : i + shard_size] for i in range(0, len(keys), shard_size)]
+        records = [writer.finished(i, images) for i, images in enumerate(slices)]
+        todo = [i for i, record in enumerate(records) if record is None]
+        pending = [key for i in todo for key in slices[i]]
+        work = functools.partial(
+            propose_file,
+            root=root,
+            propose=functools.partial(METHODS[method], **options),
+            seed=seed,
+            on_bad_image=on_bad_image,
+        )
+        start = time.perf_counter()
+        bar = tqdm(total=len(pending), desc=f"{method} proposals", unit="img", disable=None)
+        with in_order(work, pending, workers or os.cpu_count() or 1) as results, bar:
+            for i in todo:
+                shard = []
+                for proposals in itertools.islice(results, len(slices[i])):
+                    shard.append(proposals)
+                    bar.update()
+                records[i] = writer.write(i, slices[i], shard)
+        store_counts = writer.finish(records, dataset_identity(root, keys))
     seconds = time.perf_counter() - start
     summary = {
         "method": method,

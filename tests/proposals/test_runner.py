@@ -137,3 +137,12 @@ def test_selective_search_runs_at_detregs_128x128_unless_told_and_the_store_reco
     assert ProposalStore.open(tmp_path / "sq").params == {"top_k": 30, "square": 128, "seed": 0}
     run_proposals("selective_search", val_images, tmp_path / "cap", workers=1, top_k=30, ss_square=None, ss_max_side=48)
     assert ProposalStore.open(tmp_path / "cap").params == {"top_k": 30, "square": None, "max_side": 48, "seed": 0}
+
+
+def test_a_second_process_on_the_same_store_is_refused(tmp_path, val_images):
+    from siamdetr.errors import RunLocked
+    from siamdetr.io import locked
+
+    with locked(tmp_path / "p"), pytest.raises(RunLocked, match="another process is writing here"):
+        run_proposals("random", val_images, tmp_path / "p", workers=1, top_k=4)
+    assert run_proposals("random", val_images, tmp_path / "p", workers=1, top_k=4)["n_images"] == 8
