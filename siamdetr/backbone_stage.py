@@ -43,8 +43,9 @@ from siamdetr.data.prepare import manifest_entry
 from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from siamdetr.engine.checkpoint import save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
-from siamdetr.engine.loop import NonFiniteLoss, StepHook
+from siamdetr.engine.loop import StepHook
 from siamdetr.engine.training import Training, run_training
+from siamdetr.errors import NonFiniteLoss
 from siamdetr.io import atomic_write_json
 from siamdetr.models.backbone import resnet_trunk
 from siamdetr.pretrain.supervised import LabelledCrops, SupervisedTrunk

@@ -19,6 +19,37 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 from siamdetr.config import ConfigError  # noqa: E402  (light: yaml only)
 
+TRACKED = ("backbone", "pretrain", "finetune", "sweep", "report", "compare")  # commands that use MLflow
+
+
+def count(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `least` (argparse then says which argument, in one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+
+    return parse
+
+
+def area_scale(text: str) -> str | float:
+    """'auto' or a positive, finite number."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or a positive number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text}: expected 'auto' or a positive number")
+    return value
+
+
 log = logging.getLogger("siamdetr")
 
 EPILOG = """\
@@ -267,7 +298,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from siamdetr.engine.evaluate import evaluate_files
 
-    scale = None if args.area_scale == "auto" else float(args.area_scale)
+    scale = None if args.area_scale == "auto" else args.area_scale
     metrics = evaluate_files(args.gt, args.detections, args.out, area_scale=scale, backend=args.backend)
     print(
         f"wrote {args.out}: "
@@ -311,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (replaced if it "
         "holds an earlier synthetic tree; any other existing directory is refused)",
     )
-    p.add_argument("--workers", type=int, help="processes (default: data.synth.workers, 0 = all cores)")
+    p.add_argument("--workers", type=count(0), help="processes (default: data.synth.workers, 0 = all cores)")
     add_config_args(p)
     p.set_defaults(func=cmd_data_synth)
 
@@ -356,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("edgeboxes", "selective_search", "random"), help="default: pretrain.proposals")
     p.add_argument("--images", type=Path, metavar="DIR", help="image folder (searched recursively)")
     p.add_argument("--out", type=Path, metavar="STORE", help="output store directory")
-    p.add_argument("--workers", type=int, help="processes (default: proposals.workers, 0 = all cores)")
+    p.add_argument("--workers", type=count(0), help="processes (default: proposals.workers, 0 = all cores)")
     add_config_args(p)
     p.set_defaults(func=cmd_proposals)
 
@@ -400,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="METRICS.json")
     p.add_argument(
         "--area-scale",
+        type=area_scale,
         default="auto",
         help="scale of COCO's small/medium/large area limits: 'auto' "
         "reads info.area_scale from the gt json (synthetic data), else 1",
@@ -427,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", help="sqlite:///FILE (default: runs/sweeps/optuna.db), journal:///FILE, or postgresql://..."
     )
-    p.add_argument("--n-trials", type=int, help="trials the study should end with (default: the sweep file's)")
-    p.add_argument("--workers", type=int, default=1, help="trial processes on this machine, one thread each")
+    p.add_argument("--n-trials", type=count(1), help="trials the study should end with (default: the sweep file's)")
+    p.add_argument("--workers", type=count(1), default=1, help="trial processes on this machine, one thread each")
     p.add_argument(
         "--space",
         type=Path,
@@ -476,15 +508,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from siamdetr.errors import DatasetError, RunLocked
+    from siamdetr.errors import DatasetError, DiskFull, NonFiniteLoss, RunLocked, TrackingError
 
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     func: Callable[[argparse.Namespace], None] = args.func
     try:
+        if args.command in TRACKED:
+            from siamdetr.tracking import check_store, default_tracking_uri
+
+            check_store(getattr(args, "tracking_uri", None) or default_tracking_uri())
         func(args)
-    except (ConfigError, DatasetError, RunLocked, FileExistsError, FileNotFoundError) as e:
+    except (  # what a user can fix: one line, no traceback
+        ConfigError,
+        DatasetError,
+        DiskFull,
+        NonFiniteLoss,
+        RunLocked,
+        TrackingError,
+        FileExistsError,
+        FileNotFoundError,
+    ) as e:
         print(f"siamdetr: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,14 @@ Check = Callable[[Any], str | None]
 
 def positive(v: Any) -> str | None:
     return None if v > 0 else "must be > 0"
+
+
+def learning_rate(v: Any) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]: a larger step diverges"
+
+
+def seed_range(v: Any) -> str | None:
+    return None if 0 <= v < 2**31 else "must be in [0, 2**31) (seeds are combined with epochs and indices)"
 
 
 def non_negative(v: Any) -> str | None:
@@ -147,7 +156,7 @@ class BackboneConfig:
     )
     epochs: int = opt(20, at_least(1))
     batch_size: int = opt(64, at_least(2))
-    lr: float = opt(1e-3, positive)
+    lr: float = opt(1e-3, learning_rate)
     warmup_steps: int = opt(0, non_negative, doc="linear lr warm-up before the cosine decay")
     weight_decay: float = opt(1e-6, non_negative)
     prototypes: int = opt(64, at_least(2), doc="SwAV prototype vectors (clusters)")
@@ -211,7 +220,7 @@ class PretrainConfig:
     lambda_g: float = opt(10.0, non_negative, doc="weight of the global discrimination loss L_g")
     lambda_loc: float = opt(1.0, non_negative, doc="weight of the localisation loss L_loc")
     batch_size: int = opt(16, at_least(1))
-    lr: float = opt(1e-4, positive)
+    lr: float = opt(1e-4, learning_rate)
     weight_decay: float = opt(1e-4, non_negative)
     epochs: int = opt(2, at_least(1))
     lr_drop: int = opt(2, at_least(1), doc="epoch at which the lr is divided by 10")
@@ -269,7 +278,7 @@ class FinetuneConfig:
     dataset: Literal["voc", "coco"] = opt("voc", doc="downstream dataset")
     init: str | None = opt(None, doc="pretrained checkpoint to start from (None: from scratch)")
     batch_size: int = opt(16, at_least(1), doc="global batch (split over processes)")
-    lr: float = opt(1e-4, positive)
+    lr: float = opt(1e-4, learning_rate)
     lr_backbone: float = opt(5e-5, non_negative)
     lr_linear_proj_mult: float = opt(
         0.1, non_negative, doc="Deformable: lr multiplier of sampling_offsets and reference_points (its main.py's)"
@@ -318,7 +327,7 @@ class Config:
     """The whole resolved configuration of one run."""
 
     profile: str = opt("tiny")
-    seed: int = opt(0, non_negative)
+    seed: int = opt(0, seed_range)
     data: DataConfig = section(DataConfig)
     model: ModelConfig = section(ModelConfig)
     backbone: BackboneConfig = section(BackboneConfig)
@@ -369,9 +378,11 @@ def profile_path(name: str) -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from a file, with errors that name the file."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded); save it as UTF-8") from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -582,12 +593,16 @@ def coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, str):
             try:
-                return float(value)  # PyYAML reads 1e-4 (no dot) as a string
+                number = float(value)  # PyYAML reads 1e-4 (no dot) as a string
             except ValueError:
                 raise fail("a number") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise fail("a number")
-        return float(value)
+        else:
+            number = float(value)
+        if not math.isfinite(number):
+            raise fail("a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise fail("a string")
@@ -620,6 +635,41 @@ def check_consistency(cfg: Config) -> None:
         )
     if not f.train_scales:
         raise ConfigError(f"{cfg.source_of('finetune.train_scales')}: finetune.train_scales is empty")
+    check_image_sizes(cfg)
+
+
+def backbone_stride(model: ModelConfig) -> int:
+    """The deepest feature map's stride: ResNet-50's C5 32 (16 dilated), the small ResNet's 16 (8)."""
+    stride = 32 if model.backbone == "resnet50" else 16
+    return stride // 2 if model.dilation else stride
+
+
+def check_image_sizes(cfg: Config) -> None:
+    """Image sides the model can see (at least one stride) and resize limits torchvision accepts."""
+    stride, f, p = backbone_stride(cfg.model), cfg.finetune, cfg.pretrain
+    sides = {
+        "finetune.train_scales": min(f.train_scales),
+        "finetune.test_size": f.test_size,
+        "finetune.crop_min": f.crop_min,
+        "pretrain.short_min": p.short_min,
+    }
+    for key, side in sides.items():
+        if side < stride:
+            raise ConfigError(
+                f"{cfg.source_of(key)}: {key} = {side} is below the {cfg.model.backbone} backbone's stride of "
+                f"{stride} pixels: its feature map would be empty"
+            )
+    for key, side in (("finetune.train_scales", max(f.train_scales)), ("finetune.test_size", f.test_size)):
+        if f.max_size <= side:
+            raise ConfigError(
+                f"{cfg.source_of('finetune.max_size')}: finetune.max_size = {f.max_size} must exceed {key} "
+                f"({side}): it caps the long side of an image whose short side is resized to {side}"
+            )
+    if p.short_min > p.short_max or p.max_size < p.short_max:
+        raise ConfigError(
+            f"{cfg.source_of('pretrain.short_min')}: pretrain view sizes need short_min <= short_max <= "
+            f"max_size (here {p.short_min}, {p.short_max}, {p.max_size})"
+        )
 
 
 SECTIONS = ("data", "model", "backbone", "proposals", "pretrain", "finetune")

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from siamdetr.config import Config, ConfigError
+from siamdetr.config import Config, ConfigError, backbone_stride
 from siamdetr.data.coco import CocoDetection
 from siamdetr.data.images import collate_skipping_bad
 from siamdetr.data.prepare import manifest_entry
@@ -174,11 +174,10 @@ def finetune(
     out = Path(f.out_dir)
     paths = dataset_paths(cfg)
     seed_everything(cfg.seed)
-    train_ds = CocoDetection(
-        paths["train"]["images"], paths["train"]["annotations"], train_transforms(f), cfg.data.on_bad_image
-    )
-    test_ds = CocoDetection(
-        paths["test"]["images"], paths["test"]["annotations"], eval_transforms(f), cfg.data.on_bad_image
+    max_aspect = f.max_size / backbone_stride(cfg.model)  # capped at max_size, the short side keeps one stride
+    train_ds, test_ds = (
+        CocoDetection(paths[s]["images"], paths[s]["annotations"], t, cfg.data.on_bad_image, max_aspect=max_aspect)
+        for s, t in (("train", train_transforms(f)), ("test", eval_transforms(f)))
     )
     if test_ds.category_ids != train_ds.category_ids:
         raise ConfigError(f"{paths['test']['annotations']}: categories differ from {paths['train']['annotations']}")

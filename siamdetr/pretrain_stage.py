@@ -23,8 +23,9 @@ from tqdm import tqdm
 from siamdetr.config import Config, ConfigError
 from siamdetr.engine.checkpoint import epoch_seed, save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
-from siamdetr.engine.loop import NonFiniteLoss, autocast, one_drop_schedule
+from siamdetr.engine.loop import autocast, one_drop_schedule
 from siamdetr.engine.training import Training, run_training
+from siamdetr.errors import NonFiniteLoss
 from siamdetr.io import atomic_write_json
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
@@ -108,9 +109,10 @@ def pretrain_one_epoch(
     """One epoch; logs every term of the final decoder layer to MLflow every `log_every` steps."""
     model.train()
     sums: dict[str, float] = {}
-    steps = 0
+    steps = short_batches = 0
     for batch in tqdm(loader, desc="pretrain", unit="batch", leave=False, disable=None if dist_info.is_main else True):
-        if len(batch["views"]) == 0:
+        if not batch["views"] or len(batch["views"][0].sizes) < 2:  # BatchNorm (L_g's head) needs two images;
+            short_batches += 1  # bad files left fewer
             continue
         views = [view_to(v, dist_info.device) for v in batch["views"]]
         with autocast(dist_info.device, cfg.pretrain.amp):
@@ -132,6 +134,8 @@ def pretrain_one_epoch(
         if on_step is not None:
             on_step(steps, values)
         steps += 1
+    if short_batches:
+        log.warning("pretrain: %d batches skipped: unreadable images left fewer than two", short_batches)
     return {**{k: v / max(steps, 1) for k, v in sums.items()}, "steps": float(steps)}
 
 

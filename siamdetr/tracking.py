@@ -11,12 +11,16 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from siamdetr.config import Config
+from siamdetr.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,33 @@ EXPERIMENT = "siamdetr"
 
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, before any compute, when the tracking store cannot serve runs: an HTTP server that
+    does not answer (MLflow would retry for minutes), an SQLite file that is not a database or is read-only."""
+    hint = "point MLFLOW_TRACKING_URI at a working store, or unset it to track into ./mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}); {hint}") from e
+        return
+    if not uri.startswith("sqlite:///"):
+        return  # a database server: MLflow's own connection error is already prompt
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        if not os.access(db.parent if db.parent.exists() else Path.cwd(), os.W_OK):
+            raise TrackingError(f"{db}: cannot create the MLflow store here (directory not writable); {hint}")
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)) as con:
+            con.execute("select count(*) from sqlite_master").fetchone()
+    except sqlite3.Error as e:
+        raise TrackingError(f"{db}: not a readable SQLite database ({e}); move it away or {hint}") from e
+    if not os.access(db, os.W_OK) or not os.access(db.parent, os.W_OK):
+        raise TrackingError(f"{db}: the MLflow store is read-only; {hint}")
 
 
 @contextlib.contextmanager

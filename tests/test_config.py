@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,12 @@ def test_params_hash_changes_with_a_value():
         ("data: {on_bad_image: ignore}", "data.on_bad_image", "one of 'skip', 'error'"),
         ("data: {voc_train_years: 2007}", "data.voc_train_years", "expected a list"),
         ("data: {voc_train_years: [2007, x]}", "data.voc_train_years[1]", "expected an integer"),
-        ("seed: -1", "seed", ">= 0"),
+        ("seed: -1", "seed", "must be in [0, 2**31)"),
+        ("seed: 99999999999999999999", "seed", "must be in [0, 2**31)"),
+        ("finetune: {lr: .inf}", "finetune.lr", "expected a finite number"),
+        ("finetune: {lr: .nan}", "finetune.lr", "expected a finite number"),
+        ("finetune: {lr: 1e30}", "finetune.lr", "must be in (0, 1]"),
+        ("pretrain: {lr: 0}", "pretrain.lr", "must be in (0, 1]"),
     ],
 )
 def test_a_bad_value_is_one_error_naming_file_and_key(tmp_path, yaml_text, key, fragment):
@@ -214,3 +220,19 @@ def test_the_cli_names_a_missing_params_file_in_one_line(tmp_path, monkeypatch, 
     assert err.strip() == (
         "siamdetr: error: typo.yaml: params file not found (only the default ./params.yaml may be absent)"
     )
+
+
+@pytest.mark.parametrize(
+    ("sets", "fragment"),
+    [
+        (["finetune.test_size=8"], "finetune.test_size = 8 is below the small backbone's stride of 16"),
+        (["finetune.train_scales=[4]"], "finetune.train_scales = 4 is below"),
+        (["pretrain.short_min=12", "pretrain.short_max=12"], "pretrain.short_min = 12 is below"),
+        (["model.dilation=true", "finetune.crop_min=4"], "stride of 8 pixels"),
+        (["finetune.test_size=80"], "finetune.max_size = 80 must exceed finetune.test_size (80)"),
+        (["pretrain.short_min=500", "pretrain.short_max=400"], "short_min <= short_max <= max_size"),
+    ],
+)
+def test_image_sizes_the_model_cannot_see_are_refused(sets, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_config(params=None, profile="smoke", overrides=sets)

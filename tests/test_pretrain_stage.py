@@ -160,3 +160,29 @@ def test_a_finetune_value_does_not_restart_an_interrupted_pretraining(prepared, 
     seen.clear()
     pretrain(smoke(prepared, tmp_path / "run", "pretrain.lr=5e-4"), on_step=lambda s, _: seen.append(s))
     assert seen.count(0) == 2  # a pretraining value does restart it
+
+
+def test_a_batch_that_bad_images_left_with_one_image_is_skipped(prepared, tmp_path):
+    from siamdetr.engine.distributed import DistInfo
+    from siamdetr.pretrain.data import PretrainImages, collate_views
+    from siamdetr.pretrain_stage import build_method, pretrain_one_epoch
+    from siamdetr.proposals.stage import pretraining_split, store_path
+    from siamdetr.proposals.store import ProposalStore
+    from siamdetr.tracking import RunLogger
+
+    cfg = smoke(prepared, tmp_path / "run")
+    images, _ = pretraining_split(cfg)
+    ds = PretrainImages(images, ProposalStore.open(store_path(cfg)), cfg)
+    method = build_method(cfg)  # Siamese DETR: L_g's head has BatchNorm, which fails on one image
+    optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    one_left = collate_views([ds[0], None])
+    dist = DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
+    run = RunLogger(cfg, "pretrain", "unused", {}, enabled=False)
+    losses = pretrain_one_epoch(method, method.weights, [one_left], optimizer, cfg, dist, run, 0, None)
+    assert losses["steps"] == 0
+    assert (
+        pretrain_one_epoch(method, method.weights, [collate_views([ds[0], ds[1]])], optimizer, cfg, dist, run, 0, None)[
+            "steps"
+        ]
+        == 1
+    )

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision.tv_tensors import BoundingBoxes
 
 from siamdetr.data.images import BadImagePolicy, read_image
-from siamdetr.errors import DatasetError
+from siamdetr.errors import BadImageError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ class CocoDetection(Dataset):
     """Images + targets from a COCO instances file; labels are contiguous indices in category-id order.
 
     Items are {"image": tv_tensors.Image, "target": {...}} with boxes as tv_tensors.BoundingBoxes (XYXY,
-    pixels), or None for an undecodable image under the 'skip' policy (see collate_skipping_bad). Crowd
+    pixels), or None under the 'skip' policy for an image that is undecodable, not the size its annotation
+    says, or more elongated than `max_aspect` (see collate_skipping_bad). Crowd
     boxes are left out of the targets unless `include_crowd`, as DETR trains; evaluation reads the json.
     """
 
@@ -152,6 +153,7 @@ class CocoDetection(Dataset):
         transforms: Any = None,
         on_bad_image: BadImagePolicy = "skip",
         include_crowd: bool = False,
+        max_aspect: float = float("inf"),
     ) -> None:
         self.images_dir = Path(images_dir)
         self.annotations = Path(annotations)
@@ -167,6 +169,7 @@ class CocoDetection(Dataset):
         self.transforms = transforms
         self.on_bad_image = on_bad_image
         self.include_crowd = include_crowd
+        self.max_aspect = max_aspect  # longer / shorter side; beyond it an image is bad (skipped and counted)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -193,15 +196,17 @@ class CocoDetection(Dataset):
         if image is None:
             return None
         target = self.target(image_id)
-        if tuple(image.shape[-2:]) != target["orig_size"]:
-            log.warning(
-                "%s: image is %sx%s but %s says %sx%s; boxes follow the annotation",
-                path,
-                image.shape[-1],
-                image.shape[-2],
-                self.annotations.name,
-                *target["orig_size"][::-1],
-            )
+        h, w = image.shape[-2:]
+        problem, (want_h, want_w) = None, target["orig_size"]
+        if (h, w) != (want_h, want_w):  # its boxes would land in the wrong place
+            problem = f"image is {w}x{h} but {self.annotations.name} says {want_w}x{want_h}"
+        elif max(h, w) > self.max_aspect * min(h, w):  # resized, its short side would be under one feature cell
+            problem = f"aspect ratio {max(h, w) / min(h, w):.0f}:1 is above the model's {self.max_aspect:.0f}:1"
+        if problem is not None:
+            if self.on_bad_image == "error":
+                raise BadImageError(f"{path}: {problem}")
+            log.warning("skipping %s: %s", path, problem)
+            return None
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return {"image": image, "target": target}

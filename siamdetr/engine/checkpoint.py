@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from siamdetr.errors import CheckpointError
 from siamdetr.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,28 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load tensors and plain data only: a checkpoint from elsewhere cannot run code."""
+    """Load tensors and plain data only: a checkpoint from elsewhere cannot run code. A file that is not a
+    readable checkpoint dict is a CheckpointError that says which of the ways it is not."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # it names a function or class to import: code, not weights
+            raise CheckpointError(
+                f"{path}: refused as unsafe: it holds Python objects beyond tensors and plain data, which "
+                "loading would execute; only weights-only checkpoints are read"
+            ) from e
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint") from e
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:100]
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a dict of tensors")
+    return state
 
 
 def training_state(
@@ -86,7 +105,10 @@ def resume(
     path = Path(path)
     if not path.is_file():
         return 0, []
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; to restart this run from its first epoch, delete it: rm {path}") from e
     if ckpt.get("run_key") != run_key:
         log.warning("%s was written with other params; starting afresh", path)
         return 0, []

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
+from siamdetr.errors import NonFiniteLoss
 from siamdetr.models.detr import pad_images, postprocess
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -21,10 +22,6 @@ def one_drop_schedule(optimizer: torch.optim.Optimizer, lr_drop: int) -> torch.o
     """DETR's schedule: the learning rate divided by 10 once, after `lr_drop` epochs (never, if that is
     beyond the last epoch). Not StepLR, which would divide it again every `lr_drop` epochs."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[lr_drop], gamma=0.1)
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training diverged: stop rather than write NaN weights into a checkpoint."""
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

@@ -19,6 +19,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import FrozenBatchNorm2d
 
+from siamdetr.engine.checkpoint import load_checkpoint
+
 log = logging.getLogger(__name__)
 
 LEVELS = ("C3", "C4", "C5")
@@ -100,7 +102,7 @@ def load_trunk_weights(trunk: nn.Module, path: str | Path) -> None:
         raise FileNotFoundError(
             f"{path}: backbone checkpoint does not exist (the small ResNet's is written by `siamdetr backbone`)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     for key in ("state_dict", "model", "backbone"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

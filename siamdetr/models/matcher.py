@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
+from siamdetr.errors import NonFiniteLoss
+
 
 def softmax_class_cost(logits: Tensor, target_labels: Tensor) -> Tensor:
     """-p(target class): the 1 - p of DETR without the constant, which does not change the assignment."""
@@ -82,6 +84,8 @@ class HungarianMatcher(nn.Module):
             * generalized_box_iou(box_convert(boxes, "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy"))
         )
         cost = cost.view(batch_size, num_queries, len(target_labels)).cpu()
+        if not torch.isfinite(cost).all():  # the assignment solver would fail on it with a cryptic message
+            raise NonFiniteLoss("the predictions are not finite: training diverged (lower the learning rate)")
 
         sizes = [len(t["boxes"]) for t in targets]
         return [solve_assignment(block[image]) for image, block in enumerate(cost.split(sizes, -1))]

@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 
 from siamdetr.data.folder import ImageFolder
 from siamdetr.engine.distributed import is_distributed
-from siamdetr.engine.loop import NonFiniteLoss
+from siamdetr.errors import NonFiniteLoss
 from siamdetr.pretrain.data import sample_seed
 from siamdetr.views import ColourConfig, batched_colour_augment, normalise
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from siamdetr.config import ConfigError
 from siamdetr.report.runs import METRICS, finetune_runs, summary
 
 
@@ -20,7 +21,13 @@ def selector_filter(side: str) -> str:
 
 
 def select(tracking_uri: str, side: str) -> pd.DataFrame:
-    runs = finetune_runs(tracking_uri, filter_string=selector_filter(side))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        runs = finetune_runs(tracking_uri, filter_string=selector_filter(side))
+    except MlflowException as e:
+        reason = str(e).splitlines()[0][:200]
+        raise ConfigError(f"compare: {side!r} is not exp:NAME, workspace or a valid MLflow filter ({reason})") from e
     if side == "workspace" and not runs.empty:
         runs = runs[runs["dvc_exp_name"] == ""]
     return runs

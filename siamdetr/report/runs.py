@@ -22,6 +22,8 @@ def finetune_runs(tracking_uri: str, profile: str | None = None, filter_string: 
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
+        if filter_string:  # still say when the filter itself is invalid (MLflow's Default experiment has id 0)
+            client.search_runs(["0"], filter_string, max_results=1)
         return pd.DataFrame(columns=["run_id", "run_key", "seed", "start_time"])
     filters = ["tags.stage = 'finetune'", "attributes.status = 'FINISHED'"]
     if profile:

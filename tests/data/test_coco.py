@@ -142,3 +142,25 @@ def test_truncated_image_is_skipped_and_counted_or_an_error(tmp_path, coco_paths
     strict = CocoDetection(tmp_path, path, on_bad_image="error")
     with pytest.raises(BadImageError, match="b.jpg: cannot decode image"):
         strict[1]
+
+
+def test_an_image_not_the_size_its_annotation_says_or_too_elongated_is_skipped_or_an_error(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "right.png")
+    Image.new("RGB", (30, 40)).save(tmp_path / "rotated.png")  # e.g. rotated on disk after annotation
+    Image.new("RGB", (400, 10)).save(tmp_path / "strip.png")
+    imgs = [
+        {"id": 1, "file_name": "right.png", "width": 40, "height": 30},
+        {"id": 2, "file_name": "rotated.png", "width": 40, "height": 30},
+        {"id": 3, "file_name": "strip.png", "width": 400, "height": 10},
+    ]
+    path = make_dataset(tmp_path, images=imgs)
+    ds = CocoDetection(tmp_path, path, max_aspect=10)
+    assert ds[0] is not None and ds[1] is None and ds[2] is None
+    assert CocoDetection(tmp_path, path)[2] is not None  # no limit by default
+    strict = CocoDetection(tmp_path, path, on_bad_image="error", max_aspect=10)
+    with pytest.raises(BadImageError, match=r"rotated.png: image is 30x40 but ann.json says 40x30"):
+        strict[1]
+    with pytest.raises(BadImageError, match=r"strip.png: aspect ratio 40:1 is above the model's 10:1"):
+        strict[2]
