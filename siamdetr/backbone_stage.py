@@ -50,7 +50,7 @@ from siamdetr.io import atomic_write_json
 from siamdetr.models.backbone import resnet_trunk
 from siamdetr.pretrain.supervised import LabelledCrops, SupervisedTrunk
 from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, colour_crops, stack_crops, train_step
-from siamdetr.run_key import run_key
+from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def finished_metrics(out: Path, key: str) -> dict[str, Any] | None:
     if not (out / BACKBONE).is_file() or not (out / METRICS).is_file():
         return None
     metrics = json.loads((out / METRICS).read_text())
-    return metrics if metrics.get("run_key") == key else None
+    return metrics if metrics.get("run_hash") == key else None
 
 
 def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
@@ -278,7 +278,7 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
         return record_pretrained_backbone(cfg)
     b = cfg.backbone
     out = Path(b.out_dir)
-    key = run_key(cfg, "backbone")
+    key = run_hash(cfg, "backbone")
     dist_info = init_distributed()
     if b.batch_size % dist_info.world_size:
         raise ConfigError(
@@ -336,7 +336,7 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
             "epochs": b.epochs,
             "final_loss": history[-1]["train"]["loss"],
             **probe,
-            "run_key": key,
+            "run_hash": key,
         }
         atomic_write_json(out / HISTORY, history, indent=2)
         atomic_write_json(out / METRICS, metrics, indent=2)

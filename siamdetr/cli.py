@@ -206,7 +206,7 @@ def cmd_backbone(args: argparse.Namespace) -> None:
     if cfg.model.backbone != "small":  # the small ResNet's checkpoint is this stage's output, not an input
         check_input_paths(cfg, ("model",))
     metrics = train_backbone(cfg)
-    print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'run_key'})}")
+    print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'run_hash'})}")
 
 
 def cmd_proposals(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from siamdetr.engine.training import Training, run_training
 from siamdetr.io import atomic_write_json
 from siamdetr.models.detr import DETR
 from siamdetr.models.variants import VARIANTS, build_detector
-from siamdetr.run_key import run_key
+from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def finetune(
     training = Training(
         out,
         CHECKPOINT,
-        run_key(cfg, "finetune"),
+        run_hash(cfg, "finetune"),
         f.epochs,
         cfg.seed,
         dist_info,

@@ -22,7 +22,7 @@ from typing import Any
 
 from siamdetr.config import Config, ConfigError, read_yaml
 from siamdetr.io import atomic_write_json, atomic_write_text
-from siamdetr.run_key import run_key
+from siamdetr.run_hash import run_hash
 from siamdetr.tracking import flatten
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def plan(
     for seed in seeds:
         cfg = configure(seed_overrides(base, runs, run, seed))
         out = Path(cfg.pretrain.out_dir if run.kind == "pretrain" else cfg.finetune.out_dir)
-        jobs.append(Job(run, seed, cfg, out, run_key(cfg, run.kind)))
+        jobs.append(Job(run, seed, cfg, out, run_hash(cfg, run.kind)))
     return jobs
 
 

@@ -32,7 +32,7 @@ from siamdetr.pretrain.base import RegionPretrainer
 from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
 from siamdetr.pretrain.losses import total
 from siamdetr.proposals.stage import pretraining_split, store_path
-from siamdetr.run_key import run_key
+from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
     training = Training(
         out,
         CHECKPOINT,
-        run_key(cfg, "pretrain"),
+        run_hash(cfg, "pretrain"),
         p.epochs,
         cfg.seed,
         dist_info,

@@ -78,7 +78,7 @@ def training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     epoch: int,
-    run_key: str,
+    run_hash: str,
     history: list[dict[str, Any]],
     config: dict[str, Any],
 ) -> dict[str, Any]:
@@ -89,14 +89,14 @@ def training_state(
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
         "epoch": epoch,
-        "run_key": run_key,
+        "run_hash": run_hash,
         "history": json.dumps(history),
         "config": json.dumps(config),
     }
 
 
 def resume(
-    path: str | Path, run_key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: str | Path, run_hash: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> tuple[int, list[dict[str, Any]]]:
     """Restore a run from its checkpoint if it was written with the same params → (next epoch, history).
 
@@ -109,7 +109,7 @@ def resume(
         ckpt = load_checkpoint(path)
     except CheckpointError as e:
         raise CheckpointError(f"{e}; to restart this run from its first epoch, delete it: rm {path}") from e
-    if ckpt.get("run_key") != run_key:
+    if ckpt.get("run_hash") != run_hash:
         log.warning("%s was written with other params; starting afresh", path)
         return 0, []
     model.load_state_dict(ckpt["model"])

@@ -18,7 +18,7 @@ from typing import Any
 from siamdetr.config import Config, load_config
 from siamdetr.grid import DONE, Run, seed_overrides, split_placement
 from siamdetr.io import atomic_write_json
-from siamdetr.run_key import run_key
+from siamdetr.run_hash import run_hash
 
 SECTIONS = {"pretrain": ("model", "backbone", "pretrain", "proposals"), "finetune": ("model", "finetune")}
 
@@ -86,12 +86,12 @@ def train_candidate(pre_cfg: Config, ft_cfg: Config, tags: Mapping[str, Any], on
     if finished is None:
         result = pretrain(pre_cfg, tags=tags)
         atomic_write_json(
-            Path(pre_cfg.pretrain.out_dir) / DONE, {"key": run_key(pre_cfg, "pretrain"), "result": result}
+            Path(pre_cfg.pretrain.out_dir) / DONE, {"key": run_hash(pre_cfg, "pretrain"), "result": result}
         )
     result = _done(ft_cfg, "finetune")
     if result is None:
         result = finetune(ft_cfg, on_epoch=on_epoch, tags=tags)
-        atomic_write_json(Path(ft_cfg.finetune.out_dir) / DONE, {"key": run_key(ft_cfg, "finetune"), "result": result})
+        atomic_write_json(Path(ft_cfg.finetune.out_dir) / DONE, {"key": run_hash(ft_cfg, "finetune"), "result": result})
     return result
 
 
@@ -100,4 +100,4 @@ def _done(cfg: Config, kind: str) -> dict | None:
     if not out.is_file():
         return None
     done = json.loads(out.read_text())
-    return done["result"] if done.get("key") == run_key(cfg, kind) else None
+    return done["result"] if done.get("key") == run_hash(cfg, kind) else None

@@ -3,12 +3,12 @@
 import torch
 
 from siamdetr.config import load_config
-from siamdetr.run_key import run_key
+from siamdetr.run_hash import run_hash
 
 
 def test_the_key_follows_what_a_run_depends_on(tmp_path):
     def key(kind, *sets):
-        return run_key(load_config(params=None, profile="smoke", overrides=list(sets), check_paths=False), kind)
+        return run_hash(load_config(params=None, profile="smoke", overrides=list(sets), check_paths=False), kind)
 
     siamese, updetr = "pretrain.method=siamese", "pretrain.method=updetr"
     assert key("pretrain", siamese) != key("pretrain", siamese, "pretrain.tau=0.7")

@@ -25,7 +25,7 @@ METHOD_ONLY = {  # pretrain keys that only one method reads
 BOOKKEEPING = ("out_dir", "num_workers", "log_every", "init")  # where a run writes, how fast; init: its digest
 
 
-def run_key(cfg: Config, kind: Kind) -> str:
+def run_hash(cfg: Config, kind: Kind) -> str:
     """The hash of what a `kind` run of `cfg` computes from: seed, data, the model (for the backbone stage
     only the trunk's), its own section less bookkeeping (for pretraining, less other methods' keys; plus the
     proposals settings), and the digests of the weights it loads (frozen backbone, pretrained init)."""
