@@ -160,6 +160,10 @@ class RunLogger:
         if self._mlflow is not None:
             self._mlflow.log_metrics(scalars, step=step)
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self._mlflow is not None:
+            self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
     def take_logged(self) -> list[list[Any]]:
         """What was logged since the last call, as [step, metrics] pairs."""
         logged, self._logged = self._logged, []

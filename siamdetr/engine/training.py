@@ -75,6 +75,7 @@ def run_training(
         if main and run_id_file.is_file():
             mark_killed(run_id_file.read_text().strip())
         run = open_run()
+        run.set_tags({"run_hash": t.key})  # what the report matches against the results in the workspace
         if main and run.run_id:
             run_id_file.write_text(run.run_id)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from siamdetr.io import atomic_write_json, atomic_write_text
 from siamdetr.report.figures import figure4, figure6
 from siamdetr.report.paper import PaperTable, load_paper
 from siamdetr.report.reading import Claim, claims
-from siamdetr.report.runs import finetune_runs, metric_curves
+from siamdetr.report.runs import finetune_runs, metric_curves, select_matching, workspace_results
 from siamdetr.report.tables import TableData, build_table, to_csv, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ def scale_caption(cfg: Config) -> str:
 def build_reports(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
     """Write every table and figure and index.md; returns what was used and what is missing."""
     paper = load_paper()
-    runs = finetune_runs(tracking_uri, profile=cfg.profile)
-    log.info("report: %d finished fine-tuning runs of profile %s in %s", len(runs), cfg.profile, tracking_uri)
+    runs, selection = chosen_runs(cfg, tracking_uri)
+    log.info("report: %s", selection)
     caption = scale_caption(cfg)
     tables = {name: build_table(t, runs, caption, lambda run: not_run_by(cfg, run)) for name, t in paper.items()}
     for name, t in tables.items():
@@ -56,10 +57,40 @@ def build_reports(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
     found = claims(tables, runs, FIG4_RUNS)
     used = {name: t.run_ids for name, t in tables.items()} | {"figure4": fig4_ids, "figure6": fig6_ids}
     missing = {name: t.missing for name, t in tables.items() if t.missing}
-    atomic_write_text(out / "index.md", index_md(cfg, tracking_uri, runs, tables, found, missing, out))
-    record = {"tracking_uri": tracking_uri, "profile": cfg.profile, "runs_used": used, "missing": missing}
+    atomic_write_text(out / "index.md", index_md(cfg, tracking_uri, runs, tables, found, missing, out, selection))
+    record = {
+        "tracking_uri": tracking_uri,
+        "profile": cfg.profile,
+        "selection": selection,
+        "runs_used": used,
+        "missing": missing,
+    }
     atomic_write_json(out / "runs.json", record, indent=2)
     return record
+
+
+def chosen_runs(cfg: Config, tracking_uri: str) -> tuple[pd.DataFrame, str]:
+    """The fine-tuning runs behind the workspace's results (their settings hash, this DVC experiment first),
+    and a sentence saying so; with no results in the workspace (runs made elsewhere), the latest run per
+    run and seed of the profile."""
+    everything = finetune_runs(tracking_uri, profile=cfg.profile, latest_only=False)
+    results = workspace_results(Path(cfg.finetune.out_dir))
+    if not results:
+        runs = finetune_runs(tracking_uri, profile=cfg.profile)
+        return runs, (
+            f"{len(runs)} runs: no finished results in `{cfg.finetune.out_dir}`, so the latest finished run of "
+            f"profile {cfg.profile} per run and seed"
+        )
+    experiment = os.environ.get("DVC_EXP_NAME", "")
+    runs = select_matching(everything, results, experiment)
+    here = int((runs["dvc_exp_name"] == experiment).sum()) if not runs.empty else 0
+    where = f"DVC experiment `{experiment}`" if experiment else "the workspace (no DVC experiment)"
+    return runs, (
+        f"{len(runs)} runs: those whose settings hash matches the {len(results)} results in "
+        f"`{cfg.finetune.out_dir}`, {here} of them made in {where}, {len(runs) - here} reused unchanged from "
+        f"elsewhere; {len(everything) - len(runs)} other finished runs in the store (other settings, "
+        "experiments or reruns) are not used"
+    )
 
 
 def not_run_by(cfg: Config, run: str) -> str | None:
@@ -96,6 +127,7 @@ def index_md(
     found: list[Claim],
     missing: dict[str, list[str]],
     out: Path = Path("reports"),
+    selection: str = "",
 ) -> str:
     lines = [
         "# Siamese DETR: the paper's tables and figures, rebuilt from our runs",
@@ -104,6 +136,8 @@ def index_md(
         "ids behind every cell are in `runs.json` and in the CSV tables.",
         "",
     ]
+    if selection:
+        lines += [f"Runs used: {selection}.", ""]
     if cfg.grid.note:
         lines += [f"> {cfg.grid.note.strip()}", ""]
     trunk = trunk_line(cfg)

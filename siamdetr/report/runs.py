@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -14,9 +16,42 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_POINTS = tuple(range(50, 100, 5))
 
 
-def finetune_runs(tracking_uri: str, profile: str | None = None, filter_string: str = "") -> pd.DataFrame:
+def workspace_results(finetune_dir: Path) -> dict[tuple[str, int], str]:
+    """(run name, seed) → run_hash of every fine-tune whose finished result the workspace holds
+    (`<finetune.out_dir>/<stage>/<run>/s<seed>/done.json`, written by the grid)."""
+    found = {}
+    for done in sorted(Path(finetune_dir).glob("*/*/s*/done.json")):
+        try:
+            key = json.loads(done.read_text()).get("key")
+            seed = int(done.parent.name[1:])
+        except (ValueError, OSError):
+            continue
+        if isinstance(key, str):
+            found[(done.parent.parent.name, seed)] = key
+    return found
+
+
+def select_matching(runs: pd.DataFrame, results: dict[tuple[str, int], str], experiment: str) -> pd.DataFrame:
+    """The runs that produced the workspace's results: per (run, seed), those whose run_hash tag is the
+    result's, preferring runs of this DVC experiment ('' outside one), then the latest. A result that an
+    experiment reused (settings unchanged, so not retrained) keeps the run that made it."""
+    if runs.empty:
+        return runs
+    wanted = [results.get((k, s)) for k, s in zip(runs["run_key"], runs["seed"], strict=True)]
+    matching = runs[[w is not None and h == w for w, h in zip(wanted, runs["run_hash"], strict=True)]].copy()
+    matching["_this_experiment"] = matching["dvc_exp_name"] == experiment
+    matching = matching.sort_values(["_this_experiment", "start_time"]).drop_duplicates(
+        ["run_key", "seed"], keep="last"
+    )
+    return matching.drop(columns="_this_experiment").reset_index(drop=True)
+
+
+def finetune_runs(
+    tracking_uri: str, profile: str | None = None, filter_string: str = "", latest_only: bool = True
+) -> pd.DataFrame:
     """One row per finished fine-tuning run of the grid (tag run_key): run_id, run_key, seed, start_time,
-    dvc_exp_name and every metric's last value. A (run_key, seed) logged twice keeps its latest run."""
+    dvc_exp_name, run_hash and every metric's last value. A (run_key, seed) logged twice keeps its latest run
+    unless `latest_only` is false (the report picks the runs behind the workspace's results: select_matching)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
@@ -42,13 +77,16 @@ def finetune_runs(tracking_uri: str, profile: str | None = None, filter_string: 
                 "seed": int(tags.get("seed", 0)),
                 "start_time": run.info.start_time,
                 "dvc_exp_name": tags.get("dvc_exp_name", ""),
+                "run_hash": tags.get("run_hash", ""),
                 **run.data.metrics,
             }
         )
     df = pd.DataFrame(rows, columns=None if rows else ["run_id", "run_key", "seed", "start_time"])
     if df.empty:
         return df
-    df = df.sort_values("start_time").drop_duplicates(["run_key", "seed"], keep="last")
+    df = df.sort_values("start_time")
+    if latest_only:
+        df = df.drop_duplicates(["run_key", "seed"], keep="last")
     return df.reset_index(drop=True)
 
 

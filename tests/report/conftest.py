@@ -3,13 +3,17 @@
 import pytest
 
 
-def log_run(client, exp_id, run_key, seed, ap, profile="tiny", exp_name="", curve=(1.0, 2.0), status="FINISHED"):
+def log_run(
+    client, exp_id, run_key, seed, ap, profile="tiny", exp_name="", curve=(1.0, 2.0), status="FINISHED", run_hash=""
+):
     """One fine-tuning run as the grid logs it: tags, per-epoch AP (the last = `ap`), AP at each IoU."""
     import mlflow.entities
 
     tags = {"stage": "finetune", "run_key": run_key, "seed": str(seed), "profile": profile}
     if exp_name:
         tags["dvc_exp_name"] = exp_name
+    if run_hash:
+        tags["run_hash"] = run_hash
     run = client.create_run(exp_id, tags=tags)
     rid = run.info.run_id
     for epoch, value in enumerate((*curve, ap)):

@@ -27,7 +27,7 @@ def report(store, tmp_path):
         log_run(client, exp, "coco-cond100-e50-in-siamese", seed, ap + 2)
     log_run(client, exp, "voc-cond100-e50-in-siamese", 0, 99.0, profile="smoke")  # another profile: ignored
     log_run(client, exp, "voc-cond100-e50-scratch", 0, 99.0, status="FAILED")  # unfinished: ignored
-    cfg = load_config(params=None, check_paths=False)
+    cfg = load_config(params=None, overrides=[f"finetune.out_dir={tmp_path / 'none'}"], check_paths=False)
     record = build_reports(cfg, tmp_path / "reports", uri)
     return tmp_path / "reports", record, ids
 
@@ -146,3 +146,30 @@ def test_the_index_links_every_sweep_with_its_verdict(tmp_path):
     assert lines[0] == "## Sweeps"
     assert lines[2] == "- [weights](sweeps/weights/index.md): trial-3 1.0 vs defaults 0.5; not beyond the seed spread"
     assert not any("unfinished" in line for line in lines)
+
+
+def test_the_report_uses_the_runs_behind_the_workspaces_results(store, tmp_path, monkeypatch):
+    uri, client, exp = store
+    finetune_dir = tmp_path / "finetune"
+    for seed in (0, 1):
+        done = finetune_dir / "voc-cond100-e50" / "voc-cond100-e50-scratch" / f"s{seed}" / "done.json"
+        done.parent.mkdir(parents=True)
+        done.write_text(json.dumps({"key": "current", "result": {}}))
+    run = "voc-cond100-e50-scratch"
+    behind_s0 = log_run(client, exp, run, 0, 1.0, run_hash="current")
+    log_run(client, exp, run, 0, 50.0, run_hash="old-settings")  # newer, but not what the workspace holds
+    behind_s1 = log_run(client, exp, run, 1, 2.0, run_hash="current")
+    in_exp = log_run(client, exp, run, 1, 60.0, run_hash="current", exp_name="lr-test")  # same settings, elsewhere
+    cfg = load_config(params=None, overrides=[f"finetune.out_dir={finetune_dir}"], check_paths=False)
+
+    record = build_reports(cfg, tmp_path / "r", uri)
+    assert sorted(record["runs_used"]["table2"]) == sorted([behind_s0, behind_s1])
+    index = (tmp_path / "r" / "index.md").read_text()
+    assert "2 runs: those whose settings hash matches the 2 results in" in index
+    assert "2 of them made in the workspace (no DVC experiment), 0 reused" in index
+    assert "2 other finished runs in the store" in index
+
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-test")  # the report stage of `dvc exp run` prefers its own runs
+    record = build_reports(cfg, tmp_path / "r", uri)
+    assert sorted(record["runs_used"]["table2"]) == sorted([behind_s0, in_exp])
+    assert "1 of them made in DVC experiment `lr-test`, 1 reused unchanged" in (tmp_path / "r" / "index.md").read_text()
