@@ -182,6 +182,7 @@ class ProposalsConfig:
     edge_map: Literal["gradient", "structure_tensor"] = opt("gradient", doc="edge map when no SED model is given")
     sed_model: str | None = opt(None, must_exist=True, doc="OpenCV SED model.yml.gz (non-commercial; never shipped)")
     min_box_area: float = opt(1000.0, positive, doc="EdgeBoxes' minBoxArea, px² (OpenCV default 1000)")
+    eb_max_side: int = opt(2000, at_least(16), doc="EdgeBoxes searches a larger image on a copy this long")
     ss_square: int | None = opt(
         128, at_least(16), doc="Selective Search runs on the image resized to this x this, as DETReg; None: ss_max_side"
     )

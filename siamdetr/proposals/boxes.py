@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -38,3 +39,13 @@ def clip_to_image(boxes: np.ndarray, scores: np.ndarray, width: int, height: int
 def rank_scores(n: int) -> np.ndarray:
     """1 / (1 + rank): scores for methods that only order their boxes."""
     return (1.0 / (1.0 + np.arange(n))).astype(np.float32)
+
+
+def downscaled(image: np.ndarray, max_side: int) -> np.ndarray:
+    """A copy whose longer side is at most max_side (INTER_AREA), or the image itself when it already is."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

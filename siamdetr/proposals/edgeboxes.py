@@ -1,5 +1,8 @@
 """EdgeBoxes (Zitnick & Dollár 2014) through OpenCV, as the official Siamese DETR code ran it: maxBoxes 512
-(the caller's top_k), every other parameter at OpenCV's default, on the full-resolution image.
+(the caller's top_k), every other parameter at OpenCV's default, on the full-resolution image up to a cap
+on its longer side (MAX_SIDE, above every COCO and VOC image and nearly every ImageNet one: an 8000x6000
+photo took 10 GB and over a minute). A larger image is searched on a downscaled copy, minBoxArea scaled
+with it, and its boxes mapped back to the original pixels.
 
 An image may yield no box (too small for minBoxArea, or no edges). Then, as the official code did, a
 sharpened copy at twice the size is tried (boxes mapped back), and failing that the image gets one centre
@@ -14,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamdetr.proposals.boxes import Proposals, clip_to_image
+from siamdetr.proposals.boxes import Proposals, clip_to_image, downscaled
 from siamdetr.proposals.edges import EdgeMap, gradient_edges, sed_edges
 
 # Chosen by recall on the synthetic COCO-like val set (benchmarks/proposals_speed.py): at OpenCV's defaults
@@ -23,6 +26,7 @@ from siamdetr.proposals.edges import EdgeMap, gradient_edges, sed_edges
 DEFAULT_EDGE_MAP: EdgeMap = "gradient"
 OPENCV_MIN_BOX_AREA = 1000.0  # cv2.ximgproc.createEdgeBoxes' default, in pixels²
 RETRY_SCALE = 2
+MAX_SIDE = 2000  # longer side, pixels
 
 
 def opencv_boxes_to_xyxy(rects: np.ndarray | tuple) -> np.ndarray:
@@ -67,13 +71,17 @@ def propose(
     min_box_area: float = OPENCV_MIN_BOX_AREA,
     edge_map: EdgeMap = DEFAULT_EDGE_MAP,
     sed_model: str | Path | None = None,
+    max_side: int = MAX_SIDE,
 ) -> Proposals:
     """EdgeBoxes proposals of an RGB uint8 [H, W, 3] image; `seed` is unused (EdgeBoxes is deterministic)."""
     h, w = image.shape[:2]
-    boxes, scores = detect(image, top_k, min_box_area, edge_map, sed_model)
+    small = downscaled(image, max_side)
+    scale = w / small.shape[1]  # 1 unless the image was larger than max_side
+    area = min_box_area / scale**2  # the same boxes, measured in the copy's pixels
+    boxes, scores = detect(small, top_k, area, edge_map, sed_model)
     if len(boxes):
-        return Proposals(boxes, scores)
-    boxes, scores = detect(sharpened_upscale(image), top_k, min_box_area, edge_map, sed_model)
+        return Proposals(*clip_to_image(boxes * scale, scores, w, h))
+    boxes, scores = detect(sharpened_upscale(small), top_k, area, edge_map, sed_model)
     if len(boxes):
-        return Proposals(*clip_to_image(boxes / RETRY_SCALE, scores, w, h), retried=True)
+        return Proposals(*clip_to_image(boxes * scale / RETRY_SCALE, scores, w, h), retried=True)
     return Proposals(centre_box(w, h), np.zeros(1, dtype=np.float32), retried=True, fallback=True)

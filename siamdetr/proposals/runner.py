@@ -61,11 +61,13 @@ def method_options(
     ss_max_side: int,
     edge_map: EdgeMap,
     min_box_area: float,
+    eb_max_side: int = edgeboxes.MAX_SIDE,
 ) -> dict[str, Any]:
     """The keyword options `method` takes (they are recorded in the store: changing one recomputes it)."""
     if method == "edgeboxes":
         sed = None if sed_model is None else str(sed_model)
-        return {"top_k": top_k, "min_box_area": min_box_area, "edge_map": edge_map, "sed_model": sed}
+        options = {"top_k": top_k, "min_box_area": min_box_area, "edge_map": edge_map, "sed_model": sed}
+        return {**options, "max_side": eb_max_side}
     if method == "selective_search":
         working = {"square": ss_square} if ss_square is not None else {"square": None, "max_side": ss_max_side}
         return {"top_k": top_k, **working}
@@ -138,12 +140,14 @@ def run_proposals(
     on_bad_image: BadImagePolicy = "skip",
     edge_map: EdgeMap = edgeboxes.DEFAULT_EDGE_MAP,
     min_box_area: float = edgeboxes.OPENCV_MIN_BOX_AREA,
+    eb_max_side: int = edgeboxes.MAX_SIDE,
 ) -> dict[str, Any]:
     """Compute `method`'s top_k proposals for every image under images_dir into the store `out`; resumes.
 
     workers: processes, 0 = all cores. sed_model: OpenCV's SED model.yml.gz for EdgeBoxes' edges (else the
-    gradient `edge_map`). min_box_area: EdgeBoxes' minBoxArea in pixels². ss_square / ss_max_side: Selective
-    Search's working size (a square, or a cap on the long side when ss_square is None). Returns counts
+    gradient `edge_map`). min_box_area: EdgeBoxes' minBoxArea in pixels². eb_max_side: EdgeBoxes' cap on the
+    longer side (a larger image is searched downscaled). ss_square / ss_max_side: Selective Search's working
+    size (a square, or a cap on the long side when ss_square is None). Returns counts
     (images, skipped, retried, fallback), boxes per image and speed.
     """
     if top_k < 1 or shard_size < 1:
@@ -156,6 +160,7 @@ def run_proposals(
         ss_max_side=ss_max_side,
         edge_map=edge_map,
         min_box_area=min_box_area,
+        eb_max_side=eb_max_side,
     )
     if sed_model is not None and not Path(sed_model).is_file():
         raise FileNotFoundError(f"{sed_model}: SED model not found (OpenCV's model.yml.gz; it is never downloaded)")

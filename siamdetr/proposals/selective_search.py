@@ -16,21 +16,12 @@ import ctypes
 import cv2
 import numpy as np
 
-from siamdetr.proposals.boxes import Proposals, clip_to_image, rank_scores, xywh_to_xyxy
+from siamdetr.proposals.boxes import Proposals, clip_to_image, downscaled, rank_scores, xywh_to_xyxy
 
 DEFAULT_MAX_SIDE = 500
 DETREG_SQUARE = 128  # DETReg's working size
 _libc = ctypes.CDLL(None)  # the process's C library, whose rand() OpenCV's ranking draws from
 _libc.srand.argtypes = [ctypes.c_uint]
-
-
-def downscaled(image: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def propose(

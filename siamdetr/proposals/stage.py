@@ -48,6 +48,7 @@ def proposals_for_folder(
         on_bad_image=cfg.data.on_bad_image,
         edge_map=c.edge_map,
         min_box_area=c.min_box_area,
+        eb_max_side=c.eb_max_side,
     )
 
 

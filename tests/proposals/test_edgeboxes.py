@@ -51,3 +51,19 @@ def test_image_too_small_for_min_box_area_is_rescued_by_the_upscaled_retry():
 def test_top_k_limits_the_boxes():
     image = rectangle_image(128, 160, (40, 30, 100, 90))
     assert len(propose(image, 0, top_k=3, min_box_area=100.0).boxes) == 3
+
+
+def test_a_large_image_is_searched_downscaled_and_its_boxes_mapped_back():
+    from siamdetr.proposals.edgeboxes import propose
+
+    rng = np.random.default_rng(0)
+    small = np.zeros((300, 400, 3), np.uint8)
+    for _ in range(12):  # bright rectangles: edges EdgeBoxes finds
+        x, y = rng.integers(0, 300), rng.integers(0, 200)
+        small[y : y + rng.integers(30, 90), x : x + rng.integers(30, 90)] = rng.integers(80, 255, 3)
+    large = np.repeat(np.repeat(small, 10, axis=0), 10, axis=1)  # 4000 x 3000
+    capped = propose(large, 0, top_k=50, max_side=400)
+    direct = propose(small, 0, top_k=50, min_box_area=10.0)  # minBoxArea 1000 px² of the original, in the copy
+    assert len(capped.boxes) == len(direct.boxes) > 0
+    np.testing.assert_allclose(capped.boxes, direct.boxes * 10, rtol=1e-5)  # same boxes, original pixels
+    assert capped.boxes[:, 2].max() <= 4000 and capped.boxes[:, 3].max() <= 3000 and capped.boxes[:, 2].max() > 400
