@@ -68,7 +68,11 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         default=Path("params.yaml"),
         help="params file (default: ./params.yaml, which may be absent; any other must exist)",
     )
-    g.add_argument("--profile", help="profile: tiny (default), smoke (tests), paper (§4.1 settings)")
+    g.add_argument(
+        "--profile",
+        help="tiny (default: CPU, Table 2's VOC Conditional row, minutes), tiny-all (every table's runs, CPU, "
+        "hours), small (one GPU, ~10 min), paper (the paper's §4.1 settings, many GPUs), smoke (tests, seconds)",
+    )
     g.add_argument(
         "--experiment",
         type=Path,
@@ -396,7 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="self-supervised Transformer pretraining (Siamese DETR, UP-DETR, DETReg)",
         description="pretrain.method on pretrain.dataset with its pretrain.proposals store, backbone "
         "frozen; writes <pretrain.out_dir>/pretrained.pth for `finetune --init`; a rerun resumes. "
-        "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli pretrain ...",
+        "Choose the method with --set pretrain.method=siamese (Siamese DETR, the default) | updetr (UP-DETR: "
+        "random query patches) | detreg (DETReg: Selective Search boxes and their embeddings); the "
+        "proposals with pretrain.proposals=edgeboxes | selective_search | random (Table 4). Table 3's "
+        "switches (Siamese DETR): pretrain.region_detection=multi | single and pretrain.semantic="
+        "R-C+G | R-C | R-O | G | none. Several processes: torchrun --nproc_per_node=N -m siamdetr.cli pretrain ...",
     )
     add_grid_args(p)
     add_config_args(p)
@@ -405,8 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = stages.add_parser(
         "finetune",
         help="fine-tune a DETR variant (from scratch or --set finetune.init=CKPT)",
-        description="Train on the prepared downstream dataset (finetune.dataset), evaluate every "
-        "finetune.eval_every epochs, checkpoint every epoch (a rerun resumes), log to MLflow. "
+        description="Train on the prepared downstream dataset (finetune.dataset = voc | coco), evaluate every "
+        "finetune.eval_every epochs, checkpoint every epoch (a rerun resumes), log to MLflow. Choose the "
+        "detector with --set model.variant=vanilla (DETR) | conditional (Conditional DETR, the default) | "
+        "deform_ss (Deformable DETR, single scale) | deform_ms (multi-scale). "
         "Several processes: torchrun --nproc_per_node=N -m siamdetr.cli finetune ...",
     )
     p.add_argument(

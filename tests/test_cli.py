@@ -160,3 +160,23 @@ def test_proposals_command_on_any_folder(synth_root, tmp_path, capsys):
     assert len(store) == 8 and store[next(iter(store))][0].shape[1] == 4
     assert "8 images (0 skipped" in capsys.readouterr().out
     assert main(["proposals", "--images", str(synth_root), "--params", no_params(tmp_path)]) == 2
+
+
+def test_help_says_how_to_choose_a_method_a_variant_and_a_profile(capsys):
+    from pathlib import Path
+
+    import pytest
+
+    def help_of(*argv):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    pretrain = help_of("pretrain")
+    for word in ("siamese", "updetr", "detreg", "region_detection=multi | single", "R-C+G", "edgeboxes"):
+        assert word in pretrain
+    finetune = help_of("finetune")
+    for variant in ("vanilla", "conditional", "deform_ss", "deform_ms"):
+        assert f"{variant} (" in finetune
+    profiles = sorted(p.stem for p in (Path(__file__).parents[1] / "siamdetr" / "profiles").glob("*.yaml"))
+    assert all(f"{name} (" in finetune for name in profiles), profiles
