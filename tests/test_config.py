@@ -177,8 +177,10 @@ def test_no_params_file_is_allowed_but_an_unreadable_experiment_is_not(tmp_path)
         load_config(params=None, experiments=[tmp_path / "absent.yaml"])
 
 
-def test_repo_params_yaml_is_valid():
-    load_config(Path(__file__).parents[1] / "params.yaml")
+def test_repo_params_yaml_is_valid_and_names_the_default_profile():
+    path = Path(__file__).parents[1] / "params.yaml"
+    cfg = load_config(path)
+    assert cfg.profile == "tiny" and cfg.source_of("profile") == str(path)
 
 
 def test_paths_are_checked_only_for_the_sections_a_stage_reads(tmp_path):

@@ -70,9 +70,11 @@ def test_pickles_without_its_memory_maps(tmp_path):
 
 def test_stores_hold_no_pickles(tmp_path):
     write_store(tmp_path / "p", SHARDS)
-    for f in (tmp_path / "p").glob("*.npy"):
-        np.load(f, allow_pickle=False)
-    json.loads((tmp_path / "p" / INDEX).read_text())
+    arrays = sorted((tmp_path / "p").glob("*.npy"))
+    assert len(arrays) == 2 * len(SHARDS)
+    for f in arrays:  # allow_pickle=False raises on an object array
+        assert np.load(f, allow_pickle=False).dtype == np.float32
+    assert isinstance(json.loads((tmp_path / "p" / INDEX).read_text())["shards"], list)
 
 
 @pytest.fixture
