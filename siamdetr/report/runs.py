@@ -6,7 +6,6 @@ import json
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -65,39 +64,34 @@ def finetune_runs(
         filters.append(f"tags.profile = '{profile}'")
     if filter_string:
         filters.append(filter_string)
-    rows = []
-    for run in _search(client, exp.experiment_id, " and ".join(filters)):
-        tags = run.data.tags
-        if "run_key" not in tags:
-            continue
-        rows.append(
-            {
-                "run_id": run.info.run_id,
-                "run_key": tags["run_key"],
-                "seed": int(tags.get("seed", 0)),
-                "start_time": run.info.start_time,
-                "dvc_exp_name": tags.get("dvc_exp_name", ""),
-                "run_hash": tags.get("run_hash", ""),
-                **run.data.metrics,
-            }
-        )
-    df = pd.DataFrame(rows, columns=None if rows else ["run_id", "run_key", "seed", "start_time"])
-    if df.empty:
-        return df
-    df = df.sort_values("start_time")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)  # mlflow.search_runs reads the global URI
+    try:
+        found = mlflow.search_runs([exp.experiment_id], " and ".join(filters), output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    if found.empty or "tags.run_key" not in found:
+        return pd.DataFrame(columns=["run_id", "run_key", "seed", "start_time"])
+    found = found[found["tags.run_key"].notna()]
+
+    def tag(name: str) -> pd.Series:
+        return found.get(f"tags.{name}", pd.Series("", index=found.index)).fillna("")
+
+    df = pd.DataFrame(
+        {
+            "run_id": found["run_id"],
+            "run_key": found["tags.run_key"],
+            "seed": tag("seed").replace("", "0").astype(int),
+            "start_time": found["start_time"],
+            "dvc_exp_name": tag("dvc_exp_name"),
+            "run_hash": tag("run_hash"),
+        }
+    )
+    metrics = found.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
+    df = pd.concat([df, metrics], axis=1).sort_values("start_time")
     if latest_only:
         df = df.drop_duplicates(["run_key", "seed"], keep="last")
     return df.reset_index(drop=True)
-
-
-def _search(client: Any, experiment_id: str, filter_string: str) -> Iterable[Any]:
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def summary(df: pd.DataFrame, run_key: str, metric: str) -> tuple[float, float, int] | None:
