@@ -7,6 +7,7 @@ whatever the worker count, and a resumed epoch replays exactly.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from siamdetr.config import Config
+from siamdetr.config import Config, backbone_stride
 from siamdetr.data.folder import list_images
 from siamdetr.data.images import read_image
+from siamdetr.errors import BadImageError
 from siamdetr.models.detr import pad_images
 from siamdetr.pretrain.base import View
+
+log = logging.getLogger(__name__)
 
 
 def view_config(cfg: Config) -> Any:
@@ -41,6 +45,19 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**62
 
 
+def too_elongated(image: Tensor, max_aspect: float, path: Path, on_bad: str) -> bool:
+    """True (with a warning) for an image so elongated that, its long side capped, the short side would be
+    under one feature cell; an error under on_bad_image='error'."""
+    h, w = image.shape[-2:]
+    if max(h, w) <= max_aspect * min(h, w):
+        return False
+    problem = f"{path}: aspect ratio {max(h, w) / min(h, w):.0f}:1 is above the model's {max_aspect:.0f}:1"
+    if on_bad == "error":
+        raise BadImageError(problem)
+    log.warning("skipping %s", problem)
+    return True
+
+
 class PretrainImages(Dataset):
     """Unlabeled images with their proposals (a ProposalStore keyed by the path relative to `root`)."""
 
@@ -51,6 +68,7 @@ class PretrainImages(Dataset):
         self.cfg = cfg
         self.epoch = 0
         self.view_cfg = view_config(cfg) if cfg.pretrain.method == "siamese" else None
+        self.max_aspect = cfg.pretrain.max_size / backbone_stride(cfg.model)  # the short side keeps one stride
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -71,7 +89,7 @@ class PretrainImages(Dataset):
 
         key = str(self.paths[index])
         image = read_image(self.root / key, self.cfg.data.on_bad_image)
-        if image is None:
+        if image is None or too_elongated(image, self.max_aspect, self.root / key, self.cfg.data.on_bad_image):
             return None
         generator = torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.epoch, index))
         if self.view_cfg is None:
