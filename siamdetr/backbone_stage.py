@@ -55,7 +55,6 @@ from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pth"
 BACKBONE = "backbone.pth"
 METRICS = "metrics.json"
 HISTORY = "history.json"
@@ -351,5 +350,5 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
         )
         return metrics
 
-    training = Training(out, CHECKPOINT, key, b.epochs, cfg.seed, dist_info, cfg.to_dict(), model, optimizer, scheduler)
+    training = Training(out, key, b.epochs, cfg.seed, dist_info, cfg.to_dict(), model, optimizer, scheduler)
     return run_training(training, open_run, train_epoch, finish)

@@ -38,7 +38,6 @@ from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pth"
 METRICS = "metrics.json"
 DETECTIONS = "detections.json"
 HISTORY = "history.json"
@@ -252,7 +251,6 @@ def finetune(
 
     training = Training(
         out,
-        CHECKPOINT,
         run_hash(cfg, "finetune"),
         f.epochs,
         cfg.seed,

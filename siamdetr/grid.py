@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from siamdetr.config import Config, ConfigError, read_yaml
+from siamdetr.engine.checkpoint import CHECKPOINT
 from siamdetr.io import atomic_write_json, atomic_write_text
 from siamdetr.run_hash import run_hash
 from siamdetr.tracking import flatten
@@ -261,7 +262,7 @@ def _finish(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     """Record a finished job (under torchrun every process runs the grid; one writes)."""
     if is_main_process():
         if not job.cfg.grid.keep_checkpoints:
-            (job.out / "checkpoint.pth").unlink(missing_ok=True)
+            (job.out / CHECKPOINT).unlink(missing_ok=True)
         atomic_write_json(job.out / DONE, {"key": job.key, "result": result}, indent=2)
     return result
 

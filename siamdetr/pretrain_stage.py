@@ -27,17 +27,16 @@ from siamdetr.engine.loop import autocast, one_drop_schedule
 from siamdetr.engine.training import Training, run_training
 from siamdetr.errors import NonFiniteLoss
 from siamdetr.io import atomic_write_json
+from siamdetr.models.criterion import weighted_total
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
 from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
-from siamdetr.pretrain.losses import total
 from siamdetr.proposals.stage import pretraining_split, store_path
 from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pth"
 PRETRAINED = "pretrained.pth"
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -118,7 +117,7 @@ def pretrain_one_epoch(
         with autocast(dist_info.device, cfg.pretrain.amp):
             losses = model(*views)
         losses = {k: v.float() for k, v in losses.items()}
-        loss = total(losses, weights)
+        loss = weighted_total(losses, weights)
         if not math.isfinite(loss.item()):
             raise NonFiniteLoss(f"pretraining loss is {loss.item()} at step {first_step + steps}")
         optimizer.zero_grad(set_to_none=True)
@@ -207,7 +206,6 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
 
     training = Training(
         out,
-        CHECKPOINT,
         run_hash(cfg, "pretrain"),
         p.epochs,
         cfg.seed,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from siamdetr.backbone_stage import BACKBONE, CHECKPOINT, METRICS, build_swav, train_backbone
+from siamdetr.backbone_stage import BACKBONE, METRICS, build_swav, train_backbone
 from siamdetr.config import ConfigError, load_config
 from siamdetr.data.prepare import prepare_data
-from siamdetr.engine.checkpoint import load_checkpoint, seed_everything
+from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint, seed_everything
 from siamdetr.models.backbone import load_trunk_weights, resnet_trunk
 
 

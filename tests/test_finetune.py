@@ -12,8 +12,8 @@ from PIL import Image
 
 from siamdetr.config import load_config
 from siamdetr.data.prepare import prepare_data
-from siamdetr.engine.checkpoint import load_checkpoint
-from siamdetr.finetune import CHECKPOINT, METRICS, build_optimizer, finetune
+from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint
+from siamdetr.finetune import METRICS, build_optimizer, finetune
 from siamdetr.models.variants import build_detector
 
 

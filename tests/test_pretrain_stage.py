@@ -10,11 +10,11 @@ import torch
 
 from siamdetr.config import load_config
 from siamdetr.data.prepare import prepare_data
-from siamdetr.engine.checkpoint import load_checkpoint
+from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint
 from siamdetr.errors import DatasetError
 from siamdetr.finetune import load_init
 from siamdetr.models.variants import build_detector
-from siamdetr.pretrain_stage import CHECKPOINT, PRETRAINED, pretrain
+from siamdetr.pretrain_stage import PRETRAINED, pretrain
 from siamdetr.proposals.stage import compute_proposals
 
 

@@ -18,6 +18,8 @@ from siamdetr.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT = "checkpoint.pth"  # every training run's resumable state, in its output directory
+
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch (and CUDA) generator states, as tensors and plain values only."""

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from siamdetr.engine.checkpoint import epoch_seed, resume, save_checkpoint, seed_everything, training_state
+from siamdetr.engine.checkpoint import CHECKPOINT, epoch_seed, resume, save_checkpoint, seed_everything, training_state
 from siamdetr.engine.distributed import DistInfo
 from siamdetr.errors import Stopped
 from siamdetr.io import locked, remove_stale_temp_files
@@ -39,7 +39,6 @@ class Training:
     """What one training run is: where it checkpoints, what it must match to resume, how long, which seed."""
 
     out: Path
-    checkpoint_name: str
     key: str
     epochs: int
     seed: int
@@ -53,7 +52,7 @@ class Training:
 
     @property
     def checkpoint(self) -> Path:
-        return self.out / self.checkpoint_name
+        return self.out / CHECKPOINT
 
 
 def run_training(

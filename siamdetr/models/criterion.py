@@ -34,8 +34,10 @@ def num_boxes_across_processes(targets: list[dict[str, Tensor]], device: torch.d
 
 
 def weighted_total(losses: dict[str, Tensor], weight_dict: dict[str, float]) -> Tensor:
-    """The scalar to back-propagate; losses without a weight (e.g. class_error) are only logged."""
-    return sum(losses[k] * weight for k, weight in weight_dict.items())
+    """The scalar to back-propagate: the weighted sum of the terms that have a weight (the rest, e.g.
+    class_error, are only logged); fine-tuning and every pretraining method use it."""
+    device = next(iter(losses.values())).device
+    return sum((losses[k] * w for k, w in weight_dict.items() if k in losses), torch.zeros((), device=device))
 
 
 def aux_weights(base: dict[str, float], num_aux: int) -> dict[str, float]:

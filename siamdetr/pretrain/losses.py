@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -115,12 +114,3 @@ def global_loss(p1: Tensor, z1: Tensor, p2: Tensor, z2: Tensor) -> Tensor:
 def mean_of(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """Key-wise mean of the two branches of a symmetric loss (0.5 / 0.5)."""
     return {k: sum(d[k] for d in dicts) / len(dicts) for k in dicts[0]}
-
-
-def total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """Weighted sum over the terms that have a weight (the rest are logged only)."""
-    return sum((losses[k] * w for k, w in weights.items() if k in losses), torch.zeros((), device=_device(losses)))
-
-
-def _device(losses: dict[str, Tensor]) -> torch.device:
-    return next(iter(losses.values())).device

@@ -51,7 +51,7 @@ def toy_run(out: Path, stop_at: tuple[int, int] | None = None, how: str = "inter
         run.log_metrics({"epoch/loss": total / STEPS}, step=epoch)
         return {"train": {"loss": total / STEPS}}
 
-    training = Training(out, "checkpoint.pth", "key", EPOCHS, 0, dist, {}, model, optimizer, scheduler)
+    training = Training(out, "key", EPOCHS, 0, dist, {}, model, optimizer, scheduler)
     return run_training(
         training,
         lambda: RunLogger(cfg, "toy", f"toy-{out.name}", {"out": str(out)}),

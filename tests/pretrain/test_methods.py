@@ -9,11 +9,11 @@ from torch import Tensor, nn
 from siamdetr.config import load_config
 from siamdetr.finetune import load_init
 from siamdetr.models.backbone import LEVELS, Backbone
+from siamdetr.models.criterion import weighted_total as total
 from siamdetr.models.detr import pad_images
 from siamdetr.models.variants import VARIANTS, build_detector
 from siamdetr.pretrain.base import View
 from siamdetr.pretrain.detreg import DETReg
-from siamdetr.pretrain.losses import total
 from siamdetr.pretrain.regions import crop_features
 from siamdetr.pretrain.siamese import SiameseDETR
 from siamdetr.pretrain.updetr import UPDETR
