@@ -76,7 +76,6 @@ def test_an_unreachable_database_is_one_line_in_seconds(workspace, capsys):
     [
         (["--storage", "nowhere"], "expected sqlite:///FILE"),
         (["--workers", "2"], "one SQLite file cannot serve several workers"),
-        (["--workers", "0"], "--workers 0"),
         (["--study", "../escape"], "--study"),
         (["--space", "missing.yaml"], "missing.yaml: sweep file not found"),
     ],
