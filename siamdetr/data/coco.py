@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.tv_tensors import BoundingBoxes
 
-from siamdetr.data.images import BadImagePolicy, read_image
+from siamdetr.data.images import BadImagePolicy, elongation, read_image
 from siamdetr.errors import BadImageError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -197,11 +197,11 @@ class CocoDetection(Dataset):
             return None
         target = self.target(image_id)
         h, w = image.shape[-2:]
-        problem, (want_h, want_w) = None, target["orig_size"]
+        want_h, want_w = target["orig_size"]
         if (h, w) != (want_h, want_w):  # its boxes would land in the wrong place
             problem = f"image is {w}x{h} but {self.annotations.name} says {want_w}x{want_h}"
-        elif max(h, w) > self.max_aspect * min(h, w):  # resized, its short side would be under one feature cell
-            problem = f"aspect ratio {max(h, w) / min(h, w):.0f}:1 is above the model's {self.max_aspect:.0f}:1"
+        else:
+            problem = elongation(h, w, self.max_aspect)
         if problem is not None:
             if self.on_bad_image == "error":
                 raise BadImageError(f"{path}: {problem}")

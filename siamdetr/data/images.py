@@ -48,6 +48,14 @@ def to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:
     return im.convert("RGB")
 
 
+def elongation(height: int, width: int, max_aspect: float) -> str | None:
+    """Why an image is too elongated for the model (its long side capped, the short side would be under one
+    feature cell), or None."""
+    if max(height, width) <= max_aspect * min(height, width):
+        return None
+    return f"aspect ratio {max(height, width) / min(height, width):.0f}:1 is above the model's {max_aspect:.0f}:1"
+
+
 def collate_skipping_bad(batch: list[Any]) -> dict[str, Any]:
     """Collate dataset items into lists, dropping the None of bad images and counting them.
 

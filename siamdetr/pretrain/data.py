@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from siamdetr.config import Config, backbone_stride
 from siamdetr.data.folder import list_images
-from siamdetr.data.images import read_image
+from siamdetr.data.images import elongation, read_image
 from siamdetr.errors import BadImageError
 from siamdetr.models.detr import pad_images
 from siamdetr.pretrain.base import View
@@ -48,13 +48,12 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def too_elongated(image: Tensor, max_aspect: float, path: Path, on_bad: str) -> bool:
     """True (with a warning) for an image so elongated that, its long side capped, the short side would be
     under one feature cell; an error under on_bad_image='error'."""
-    h, w = image.shape[-2:]
-    if max(h, w) <= max_aspect * min(h, w):
+    problem = elongation(*image.shape[-2:], max_aspect)
+    if problem is None:
         return False
-    problem = f"{path}: aspect ratio {max(h, w) / min(h, w):.0f}:1 is above the model's {max_aspect:.0f}:1"
     if on_bad == "error":
-        raise BadImageError(problem)
-    log.warning("skipping %s", problem)
+        raise BadImageError(f"{path}: {problem}")
+    log.warning("skipping %s: %s", path, problem)
     return True
 
 
