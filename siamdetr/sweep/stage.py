@@ -181,7 +181,7 @@ def objective_fn(plan: Plan, parent: str):
             value = float(record["metrics"][metric])
             t.report(value, epoch + 1)
             tracking.log_intermediate(run_id, f"sweep_{metric}", value, epoch + 1)
-            if t.should_prune():
+            if epoch + 1 < ft_cfg.finetune.epochs and t.should_prune():  # a finished fine-tune is complete
                 raise Pruned(f"trial {t.number}: pruned after epoch {epoch + 1} ({metric} {value:.2f})")
 
         try:
