@@ -40,10 +40,13 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}); {hint}") from e
+            message = f"MLFLOW_TRACKING_URI={redact(uri)}: no MLflow server answers ({reason}); {hint}"
+            raise TrackingError(message) from e
         return
     if not uri.startswith("sqlite:///"):
-        return  # a database server: MLflow's own connection error is already prompt
+        if "://" in uri and not uri.startswith(("file:", "databricks")):
+            check_database(uri, timeout, hint)
+        return
     db = Path(uri.removeprefix("sqlite:///"))
     if not db.exists():
         if not os.access(db.parent if db.parent.exists() else Path.cwd(), os.W_OK):
@@ -56,6 +59,31 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"{db}: not a readable SQLite database ({e}); move it away or {hint}") from e
     if not os.access(db, os.W_OK) or not os.access(db.parent, os.W_OK):
         raise TrackingError(f"{db}: the MLflow store is read-only; {hint}")
+
+
+def check_database(uri: str, timeout: float, hint: str) -> None:
+    """A database server (PostgreSQL, MySQL) that accepts a connection within `timeout` seconds."""
+    import sqlalchemy
+
+    args = {"connect_timeout": int(timeout)} if uri.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=args)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+    except Exception as e:  # noqa: BLE001  (drivers raise their own types; all mean "cannot track here")
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise TrackingError(f"MLFLOW_TRACKING_URI={redact(uri)}: cannot connect ({reason}); {hint}") from e
+
+
+def redact(uri: str) -> str:
+    """A URI without its password, for messages (postgresql://user:secret@host → user:***@host)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest:
+        return uri
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 @contextlib.contextmanager

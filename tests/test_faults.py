@@ -157,3 +157,24 @@ def test_disk_full_while_writing_names_the_file(workspace, tmp_path, capsys, mon
     argv = ["data", "synth", "--out", str(tmp_path / "synth"), "--workers", "1", "--profile", "smoke"]
     assert main([*argv, "--params", str(workspace / "empty.yaml")]) == 2
     one_line_error(capsys, "No space left on device while writing it")
+
+
+def test_an_unreachable_tracking_database_fails_before_any_compute(workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://user:secret@127.0.0.1:1/mlflow")  # nothing listens
+    assert finetune(workspace, tmp_path) == 2
+    err = one_line_error(capsys, "MLFLOW_TRACKING_URI=postgresql://user:***@127.0.0.1:1/mlflow: cannot connect")
+    assert "secret" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_store_this_user_cannot_write_is_named(tmp_path, monkeypatch):
+    """The read-only check as a non-root user meets it (root writes read-only files, so it is simulated)."""
+    import sqlite3
+
+    from siamdetr.errors import TrackingError
+    from siamdetr.tracking import check_store
+
+    sqlite3.connect(tmp_path / "mlflow.db").close()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real(path, mode))
+    with pytest.raises(TrackingError, match="the MLflow store is read-only"):
+        check_store(f"sqlite:///{tmp_path / 'mlflow.db'}")

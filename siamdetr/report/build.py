@@ -19,6 +19,7 @@ from siamdetr.report.paper import PaperTable, load_paper
 from siamdetr.report.reading import Claim, claims
 from siamdetr.report.runs import finetune_runs, metric_curves, select_matching, workspace_results
 from siamdetr.report.tables import TableData, build_table, to_csv, to_latex, to_markdown
+from siamdetr.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def index_md(
     lines = [
         "# Siamese DETR: the paper's tables and figures, rebuilt from our runs",
         "",
-        f"{scale_caption(cfg)} {len(runs)} finished fine-tuning runs read from `{_redact(tracking_uri)}`; the run "
+        f"{scale_caption(cfg)} {len(runs)} finished fine-tuning runs read from `{redact(tracking_uri)}`; the run "
         "ids behind every cell are in `runs.json` and in the CSV tables.",
         "",
     ]
@@ -187,15 +188,6 @@ def index_md(
 
 def _title(t: PaperTable) -> str:
     return t.title.split(". ", 1)[0]
-
-
-def _redact(uri: str) -> str:
-    """A tracking URI without its password (postgresql://user:secret@host → user:***@host)."""
-    if "://" in uri and "@" in uri:
-        scheme, rest = uri.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
-    return uri
 
 
 def sweeps_section(out: Path) -> list[str]:

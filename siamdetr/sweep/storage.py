@@ -16,6 +16,7 @@ import optuna
 
 from siamdetr.config import ConfigError
 from siamdetr.sweep.space import SweepSpace
+from siamdetr.tracking import redact
 
 JOURNAL = "journal:///"
 CONNECT_TIMEOUT_S = 5
@@ -64,17 +65,7 @@ def _rdb(url: str, engine_kwargs: dict, space: SweepSpace) -> optuna.storages.RD
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(space.max_retry),
         )
     except ImportError as e:
-        raise ConfigError(f"--storage {_redacted(url)}: the database driver is not installed ({e})") from e
+        raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({e})") from e
     except Exception as e:  # sqlalchemy's OperationalError and friends: the message says what failed
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--storage {_redacted(url)}: cannot open the study storage: {reason}") from e
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+        raise ConfigError(f"--storage {redact(url)}: cannot open the study storage: {reason}") from e
