@@ -11,9 +11,7 @@ checkpoints after every epoch, and closes the run as finished, killed (a `Stoppe
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from torch import nn
 from siamdetr.engine.checkpoint import CHECKPOINT, epoch_seed, resume, save_checkpoint, seed_everything, training_state
 from siamdetr.engine.distributed import DistInfo
 from siamdetr.errors import Stopped
-from siamdetr.io import locked, remove_stale_temp_files
+from siamdetr.io import atomic_write_text, locked, remove_stale_temp_files
 from siamdetr.tracking import RunLogger, mark_killed
 
 log = logging.getLogger(__name__)
@@ -76,14 +74,14 @@ def run_training(
         run = open_run()
         run.set_tags({"run_hash": t.key})  # what the report matches against the results in the workspace
         if main and run.run_id:
-            run_id_file.write_text(run.run_id)
+            atomic_write_text(run_id_file, run.run_id)
         try:
             for record in t.history:  # the finished epochs, logged again exactly as they were the first time
                 for step, metrics in record.get("logged", []):
                     run.log_metrics(metrics, step=step)
             for epoch in range(start, t.epochs):
                 seed_everything(epoch_seed(t.seed, epoch, t.dist_info.rank))
-                run.take_logged()
+                run.take_logged()  # what was logged before this epoch (the replay) is not this epoch's
                 record = {"epoch": epoch, **train_epoch(epoch, run)}
                 record["logged"] = run.take_logged()
                 t.history.append(record)
@@ -101,6 +99,5 @@ def run_training(
             raise
         run.close()
         if main:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(run_id_file)
+            run_id_file.unlink(missing_ok=True)
         return result
