@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from siamdetr.errors import TrackingError
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "siamdetr"
+REPLAY_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 
 def default_tracking_uri() -> str:
@@ -187,6 +189,19 @@ class RunLogger:
         self._logged.append([step, scalars])
         if self._mlflow is not None:
             self._mlflow.log_metrics(scalars, step=step)
+
+    def replay(self, logged: list[list[Any]]) -> None:
+        """Log [step, metrics] pairs of an earlier process again, in batches (a resumed run may replay
+        thousands of steps); they are not recorded as this process's."""
+        if self._mlflow is None or self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step or 0) for step, values in logged for k, v in values.items()]
+        client = self._mlflow.MlflowClient()
+        for i in range(0, len(metrics), REPLAY_BATCH):
+            client.log_batch(self.run_id, metrics=metrics[i : i + REPLAY_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self._mlflow is not None:

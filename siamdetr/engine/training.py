@@ -76,12 +76,10 @@ def run_training(
         if main and run.run_id:
             atomic_write_text(run_id_file, run.run_id)
         try:
-            for record in t.history:  # the finished epochs, logged again exactly as they were the first time
-                for step, metrics in record.get("logged", []):
-                    run.log_metrics(metrics, step=step)
+            # the finished epochs, logged again exactly as they were the first time
+            run.replay([entry for record in t.history for entry in record.get("logged", [])])
             for epoch in range(start, t.epochs):
                 seed_everything(epoch_seed(t.seed, epoch, t.dist_info.rank))
-                run.take_logged()  # what was logged before this epoch (the replay) is not this epoch's
                 record = {"epoch": epoch, **train_epoch(epoch, run)}
                 record["logged"] = run.take_logged()
                 t.history.append(record)
