@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from siamdetr.config import load_config
-from siamdetr.finetune import build_criterion
 from siamdetr.io import atomic_write_text
 from siamdetr.models.criterion import weighted_total
 from siamdetr.models.variants import build_detector
+from siamdetr.stages.finetune import build_criterion
 
 # The tiny profile before issue 11: 96-px images trained at up to 72 px, a 32-wide small ResNet at stride 16,
 # d_model 64, batch 16, the trunk fine-tuned.

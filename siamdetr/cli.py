@@ -102,62 +102,27 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     grid.add_argument("--stage", metavar="GROUP", help="every run of one group of the grid (what each DVC stage calls)")
 
 
-def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = (), run_layer=None):  # -> Config
+def config_from_args(args: argparse.Namespace, sections: tuple[str, ...] = ()):  # -> Config
     """The validated config; input paths are checked for the sections this command reads."""
     from siamdetr.config import load_config  # lazy: a fast --help
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    return load_config(args.params, args.profile, args.experiment, overrides, sections, run_layer)
+    return load_config(args.params, args.profile, args.experiment, overrides, sections)
+
+
+def layers_from_args(args: argparse.Namespace):  # -> grid.Layers
+    """The configuration layers of the command, for the grid and the sweep to resolve each run's config."""
+    from siamdetr.grid import Layers
+
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    return Layers(args.params, args.profile, tuple(args.experiment), tuple(overrides))
 
 
 def run_grid(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
-    """`--run NAME` or `--stage NAME`: named runs of the experiment grid (grid.runs_file), every seed of
-    grid.seeds (or only --seed), in grid.workers processes; returns {run name: summary over seeds}."""
-    from siamdetr.grid import (
-        execute,
-        load_runs,
-        plan,
-        seeds_of,
-        selected,
-        split_placement,
-        stage_dir,
-        write_stage_summary,
-    )
+    """`--run NAME` / `--stage GROUP`: {run name: summary over seeds} (siamdetr.grid.run_named)."""
+    from siamdetr.grid import run_named
 
-    base = config_from_args(args, ())
-    runs = load_runs(base.grid.runs_file)
-    kind = args.command
-    mine = {n: r for n, r in runs.items() if r.kind == kind}
-    if args.stage:
-        known = sorted({r.stage for r in mine.values()})
-        if args.stage not in known:
-            raise ConfigError(f"{base.grid.runs_file}: no {kind} stage {args.stage!r} (stages: {', '.join(known)})")
-        chosen = selected([r for r in mine.values() if r.stage == args.stage], runs, base)
-        if not chosen:
-            log.info("stage %s: no run of it is in grid.include of profile %s", args.stage, base.profile)
-    elif args.run in mine:
-        chosen = [mine[args.run]]
-    else:
-        raise ConfigError(
-            f"{base.grid.runs_file}: no {kind} run named {args.run!r} (there are {len(mine)}: "
-            f"{', '.join(sorted(mine)[:5])}, ...)"
-        )
-    seeds = [args.seed] if args.seed is not None else seeds_of(base, kind)
-    jobs = []
-    for run in chosen:
-
-        def configure(overrides: dict, run=run):
-            settings, placement = split_placement(overrides)
-            seed_args = argparse.Namespace(**{**vars(args), "seed": None, "overrides": args.overrides + placement})
-            return config_from_args(seed_args, sections, (run.source, settings))
-
-        jobs += plan(run, seeds, configure, base, runs)
-    summaries = execute(jobs, base.grid.workers)
-    if args.stage:  # DVC's output, even where this profile runs none of the stage's runs
-        stage_dir(base, kind, args.stage).mkdir(parents=True, exist_ok=True)
-    if kind == "finetune" and args.stage:
-        write_stage_summary(base, args.stage, summaries, seeds)
-    return summaries
+    return run_named(args.command, layers_from_args(args), sections, args.run, args.stage, args.seed)
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -192,10 +157,11 @@ def cmd_data_voc2coco(args: argparse.Namespace) -> None:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from siamdetr.data.prepare import MANIFEST, prepare_data
+    from siamdetr.data.manifest import MANIFEST
+    from siamdetr.stages import data
 
     cfg = config_from_args(args, ("data",))
-    manifest = prepare_data(cfg)
+    manifest = data.run(cfg)
     print(
         f"wrote {Path(cfg.data.prepared_dir) / MANIFEST}: datasets "
         + ", ".join(k for k in ("imagenet", "coco", "voc") if k in manifest)
@@ -203,27 +169,27 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_backbone(args: argparse.Namespace) -> None:
-    from siamdetr.backbone_stage import train_backbone
     from siamdetr.config import check_input_paths
+    from siamdetr.stages import backbone
 
     cfg = config_from_args(args, ("data", "backbone"))
     if cfg.model.backbone != "small":  # the small ResNet's checkpoint is this stage's output, not an input
         check_input_paths(cfg, ("model",))
-    metrics = train_backbone(cfg)
+    metrics = backbone.run(cfg)
     print(f"backbone stage done: {json.dumps({k: v for k, v in metrics.items() if k != 'run_hash'})}")
 
 
 def cmd_proposals(args: argparse.Namespace) -> None:
-    from siamdetr.proposals.stage import compute_proposals, proposals_for_folder, store_path
+    from siamdetr.stages import proposals
 
     cfg = config_from_args(args, ("data", "proposals"))
     if args.images is None:  # the DVC stage: the pretraining dataset and method of the config
-        summary = compute_proposals(cfg, args.method, args.workers)
-        out = store_path(cfg, method=args.method)
+        summary = proposals.run(cfg, args.method, args.workers)
+        out = summary["store"]
     else:
         if args.method is None or args.out is None:
             raise ConfigError("--images needs --method and --out")
-        summary = proposals_for_folder(cfg, args.method, args.images, args.out, args.workers)
+        summary = proposals.proposals_for_folder(cfg, args.method, args.images, args.out, args.workers)
         out = args.out
     recall = f", recall@0.5 top100 {summary['recall@0.5_top100']:.3f}" if "recall@0.5_top100" in summary else ""
     print(
@@ -233,7 +199,7 @@ def cmd_proposals(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from siamdetr.pretrain_stage import PRETRAINED, pretrain
+    from siamdetr.stages import pretrain
 
     if args.run or args.stage:
         summaries = run_grid(args, ("data", "model", "pretrain"))
@@ -241,12 +207,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             print(f"pretraining run {name}: seeds {s['seeds']} done, last loss {s['loss']:.3f} ± {s['loss_std']:.3f}")
         return
     cfg = config_from_args(args, ("data", "model", "pretrain"))
-    losses = pretrain(cfg)
-    print(f"wrote {Path(cfg.pretrain.out_dir) / PRETRAINED}: last epoch loss {losses['loss']:.3f}")
+    losses = pretrain.run(cfg)
+    print(f"wrote {Path(cfg.pretrain.out_dir) / pretrain.PRETRAINED}: last epoch loss {losses['loss']:.3f}")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from siamdetr.finetune import METRICS, finetune
+    from siamdetr.stages import finetune
 
     if args.init is not None:
         args.overrides.append(f"finetune.init={args.init}")
@@ -256,31 +222,30 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             print(f"fine-tuning run {name}: AP {s['AP']:.1f} ± {s['AP_std']:.1f} over seeds {s['seeds']}")
         return
     cfg = config_from_args(args, ("data", "model", "finetune"))
-    metrics = finetune(cfg)
+    metrics = finetune.run(cfg)
     print(
-        f"wrote {Path(cfg.finetune.out_dir) / METRICS}: AP {metrics['AP']:.1f}  AP50 {metrics['AP50']:.1f}  "
+        f"wrote {Path(cfg.finetune.out_dir) / finetune.METRICS}: AP {metrics['AP']:.1f}  AP50 {metrics['AP50']:.1f}  "
         f"AP75 {metrics['AP75']:.1f}"
     )
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from siamdetr.sweep.stage import prepare, run_sweep
-    from siamdetr.sweep.trial import Layers
 
-    overrides = tuple(args.overrides) + ((f"seed={args.seed}",) if args.seed is not None else ())
-    layers = Layers(args.params, args.profile, tuple(args.experiment), overrides)
-    plan = prepare(layers, args.space, args.study, args.storage, args.n_trials, args.workers, args.out_dir)
+    plan = prepare(
+        layers_from_args(args), args.space, args.study, args.storage, args.n_trials, args.workers, args.out_dir
+    )
     written = run_sweep(plan, args.workers, args.search_only, args.report_dir)
     if written:
         print(f"study {plan.study}: wrote {args.report_dir / plan.study / 'index.md'} (best.yaml, trials.csv, figures)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from siamdetr.report.build import build_reports
+    from siamdetr.stages import report
     from siamdetr.tracking import default_tracking_uri
 
     cfg = config_from_args(args, ())
-    record = build_reports(cfg, args.out, args.tracking_uri or default_tracking_uri())
+    record = report.run(cfg, args.out, args.tracking_uri or default_tracking_uri())
     n_missing = sum(len(v) for v in record["missing"].values())
     print(f"wrote {args.out}/index.md, tables 1-4 (md, csv, tex), figures 4 and 6 (png, svg); {n_missing} rows missing")
 

@@ -15,12 +15,12 @@ import logging
 import math
 import os
 import statistics
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siamdetr.config import Config, ConfigError, read_yaml
+from siamdetr.config import Config, ConfigError, load_config, read_yaml
 from siamdetr.engine.checkpoint import CHECKPOINT
 from siamdetr.io import atomic_write_json, atomic_write_text
 from siamdetr.run_hash import run_hash
@@ -43,6 +43,27 @@ class Run:
     source: str  # "<file>: <group>.<name>", the source of its values in error messages and `config show`
     overrides: dict[str, Any]
     pretrain: str | None = None
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The command line's configuration layers (params file, profile, experiment files, --set), kept so that
+    each run, seed or trial resolves its config as the command would (in a worker process too)."""
+
+    params: Path | None
+    profile: str | None
+    experiments: tuple[Path, ...] = ()
+    overrides: tuple[str, ...] = field(default=())
+
+    def load(
+        self,
+        extra: Sequence[str] = (),
+        run: Run | None = None,
+        settings: Mapping[str, Any] | None = None,
+        check: Sequence[str] | bool = (),
+    ) -> Config:
+        run_layer = None if run is None else (run.source, dict(settings or {}))
+        return load_config(self.params, self.profile, self.experiments, [*self.overrides, *extra], check, run_layer)
 
 
 def load_runs(path: str | Path) -> dict[str, Run]:
@@ -180,6 +201,46 @@ def plan(
     return jobs
 
 
+def run_named(
+    kind: str, layers: Layers, sections: tuple[str, ...], name: str | None, stage: str | None, seed: int | None
+) -> dict[str, Any]:
+    """`--run NAME` or `--stage GROUP` of a `kind` command: named runs of the experiment grid (grid.runs_file),
+    every seed of grid.seeds (or only `seed`), in grid.workers processes; returns {run name: summary over
+    seeds}. `sections` are those whose input paths each run's config checks."""
+    base = layers.load()
+    runs = load_runs(base.grid.runs_file)
+    mine = {n: r for n, r in runs.items() if r.kind == kind}
+    if stage:
+        known = sorted({r.stage for r in mine.values()})
+        if stage not in known:
+            raise ConfigError(f"{base.grid.runs_file}: no {kind} stage {stage!r} (stages: {', '.join(known)})")
+        chosen = selected([r for r in mine.values() if r.stage == stage], runs, base)
+        if not chosen:
+            log.info("stage %s: no run of it is in grid.include of profile %s", stage, base.profile)
+    elif name in mine:
+        chosen = [mine[name]]
+    else:
+        raise ConfigError(
+            f"{base.grid.runs_file}: no {kind} run named {name!r} (there are {len(mine)}: "
+            f"{', '.join(sorted(mine)[:5])}, ...)"
+        )
+    seeds = [seed] if seed is not None else seeds_of(base, kind)
+    jobs = []
+    for run in chosen:
+
+        def configure(overrides: dict, run: Run = run) -> Config:
+            settings, placement = split_placement(overrides)
+            return layers.load(placement, run, settings, sections)
+
+        jobs += plan(run, seeds, configure, base, runs)
+    summaries = execute(jobs, base.grid.workers)
+    if stage:  # DVC's output, even where this profile runs none of the stage's runs
+        stage_dir(base, kind, stage).mkdir(parents=True, exist_ok=True)
+    if kind == "finetune" and stage:
+        write_stage_summary(base, stage, summaries, seeds)
+    return summaries
+
+
 def train_job(job: Job, threads: int | None = None) -> dict[str, Any]:
     """Train one job (in this process or a pool worker) with the stage's function for its kind."""
     import torch
@@ -188,12 +249,12 @@ def train_job(job: Job, threads: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads)
     tags = {"run_key": job.run.name, "dvc_stage": f"{job.run.kind}@{job.run.stage}", "grid_stage": job.run.stage}
     if job.run.kind == "pretrain":
-        from siamdetr.pretrain_stage import pretrain
+        from siamdetr.stages import pretrain
 
-        return pretrain(job.cfg, tags=tags)
-    from siamdetr.finetune import finetune
+        return pretrain.run(job.cfg, tags=tags)
+    from siamdetr.stages import finetune
 
-    return finetune(job.cfg, tags=tags)
+    return finetune.run(job.cfg, tags=tags)
 
 
 Train = Callable[[Job, int | None], dict[str, Any]]

@@ -48,3 +48,14 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory, synth_cfg: SynthConfig)
 def _mlflow_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests track into their own SQLite store, never the project's mlflow.db."""
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def store(tmp_path):
+    """(tracking uri, client, experiment id) of an empty store with the siamdetr experiment."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp_id = client.create_experiment("siamdetr", artifact_location=(tmp_path / "artifacts").as_uri())
+    return uri, client, exp_id

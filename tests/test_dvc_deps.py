@@ -16,12 +16,12 @@ PACKAGE = ROOT / "siamdetr"
 
 # dvc.yaml stage -> the module that runs it (what its `siamdetr ...` command calls)
 STAGE_MODULES = {
-    "data": ["siamdetr.data.prepare"],
-    "backbone": ["siamdetr.backbone_stage"],
-    "proposals": ["siamdetr.proposals.stage"],
-    "pretrain": ["siamdetr.pretrain_stage", "siamdetr.grid"],  # --stage NAME is resolved by the grid
-    "finetune": ["siamdetr.finetune", "siamdetr.grid"],
-    "report": ["siamdetr.report.build"],
+    "data": ["siamdetr.stages.data"],
+    "backbone": ["siamdetr.stages.backbone"],
+    "proposals": ["siamdetr.stages.proposals"],
+    "pretrain": ["siamdetr.stages.pretrain", "siamdetr.grid"],  # --stage NAME is resolved by the grid
+    "finetune": ["siamdetr.stages.finetune", "siamdetr.grid"],
+    "report": ["siamdetr.stages.report"],
     "sweep": ["siamdetr.sweep.stage"],
 }
 
@@ -98,7 +98,7 @@ def test_a_stages_deps_cover_every_module_it_imports(pipeline, stage, deps):
 
 
 def test_the_import_walk_sees_function_level_and_relative_imports(tmp_path):
-    files = closure(["siamdetr.pretrain_stage"])
-    # pretrain_stage imports the coverage check inside pretrain(); views.py reaches pretrain/base.py
+    files = closure(["siamdetr.stages.pretrain"])
+    # the stage imports the coverage check inside run(); pretrain/data.py reaches pretrain/base.py
     assert PACKAGE / "proposals" / "coverage.py" in files and PACKAGE / "pretrain" / "base.py" in files
-    assert PACKAGE / "report" / "build.py" not in files
+    assert PACKAGE / "stages" / "report.py" not in files

@@ -8,8 +8,8 @@ import torch
 
 from siamdetr.cli import main
 from siamdetr.config import load_config
-from siamdetr.data.prepare import prepare_data
 from siamdetr.engine.checkpoint import save_checkpoint
+from siamdetr.stages.data import run as prepare_data
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from siamdetr.config import Config, load_config
-from siamdetr.finetune import build_criterion
 from siamdetr.grid import Run, load_runs, seed_overrides
 from siamdetr.models.variants import VARIANTS
 from siamdetr.pretrain.base import LOC_WEIGHTS
 from siamdetr.report.paper import load_paper
+from siamdetr.stages.finetune import build_criterion
 
 ROOT = Path(__file__).parents[1]
 RUNS = load_runs(ROOT / "experiments" / "runs.yaml")

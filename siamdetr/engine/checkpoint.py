@@ -128,6 +128,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A sample's own randomness depends only on (seed, epoch, index): the same in any worker or process."""
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**62
+
+
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Each epoch's randomness depends only on (seed, epoch, rank): what makes a resume exact."""
     return (seed * 100_003 + epoch) * 1009 + rank

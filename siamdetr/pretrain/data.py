@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from siamdetr.config import Config, backbone_stride
 from siamdetr.data.folder import list_images
 from siamdetr.data.images import elongation, read_image
+from siamdetr.engine.checkpoint import sample_seed
 from siamdetr.errors import BadImageError
 from siamdetr.models.detr import pad_images
 from siamdetr.pretrain.base import View
@@ -39,10 +40,6 @@ def view_config(cfg: Config) -> Any:
         jitter=p.jitter,
         sample_proposals=p.sample_proposals,
     )
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**62
 
 
 def too_elongated(image: Tensor, max_aspect: float, path: Path, on_bad: str) -> bool:

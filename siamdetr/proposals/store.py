@@ -39,6 +39,11 @@ INDEX = "index.json"
 OWN_FILE = re.compile(r"(shard-\d{5}\.(boxes\.npy|scores\.npy|json)|\.(shard-\d{5}\.[a-z.]+|index\.json)\..+\.tmp)")
 
 
+def store_dir(out_dir: str | Path, dataset: str, method: str) -> Path:
+    """Where the store of (dataset, method) lives: <proposals.out_dir>/<dataset>_<method>."""
+    return Path(out_dir) / f"{dataset}_{method}"
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 

@@ -23,7 +23,7 @@ import optuna
 
 from siamdetr.config import ConfigError
 from siamdetr.errors import Stopped
-from siamdetr.grid import Run, load_runs, seeds_of
+from siamdetr.grid import Layers, Run, load_runs, seeds_of
 from siamdetr.sweep import tracking, trial
 from siamdetr.sweep.space import SweepSpace, load_space
 from siamdetr.sweep.storage import default_storage, is_sqlite, open_storage
@@ -42,7 +42,7 @@ class Pruned(Stopped):
 class Plan:
     """What every worker needs to run trials of one study (picklable: workers are spawned)."""
 
-    layers: trial.Layers
+    layers: Layers
     space: SweepSpace
     study: str
     storage: str
@@ -51,7 +51,7 @@ class Plan:
 
 
 def prepare(
-    layers: trial.Layers,
+    layers: Layers,
     space_path: str | Path,
     study: str | None = None,
     storage: str | None = None,

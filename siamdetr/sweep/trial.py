@@ -10,38 +10,16 @@ retried trial, a re-check interrupted midway).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from siamdetr.config import Config, load_config
-from siamdetr.grid import DONE, Run, seed_overrides, split_placement
+from siamdetr.config import Config
+from siamdetr.grid import DONE, Layers, Run, seed_overrides, split_placement
 from siamdetr.io import atomic_write_json
 from siamdetr.run_hash import run_hash
 
 SECTIONS = {"pretrain": ("model", "backbone", "pretrain", "proposals"), "finetune": ("model", "finetune")}
-
-
-@dataclass(frozen=True)
-class Layers:
-    """The command line's configuration layers (params file, profile, experiment files, --set), kept so a
-    worker process can resolve each trial's config as the command would."""
-
-    params: Path | None
-    profile: str | None
-    experiments: tuple[Path, ...] = ()
-    overrides: tuple[str, ...] = field(default=())
-
-    def load(
-        self,
-        extra: Sequence[str] = (),
-        run: Run | None = None,
-        settings: Mapping[str, Any] | None = None,
-        check: Sequence[str] | bool = (),
-    ) -> Config:
-        run_layer = None if run is None else (run.source, dict(settings or {}))
-        return load_config(self.params, self.profile, self.experiments, [*self.overrides, *extra], check, run_layer)
 
 
 def as_overrides(values: Mapping[str, float]) -> list[str]:
@@ -79,18 +57,17 @@ Report = Callable[[int, dict[str, Any]], None]
 def train_candidate(pre_cfg: Config, ft_cfg: Config, tags: Mapping[str, Any], on_epoch: Report | None = None) -> dict:
     """Pretrain (skipped when a finished copy with the same settings exists), then fine-tune; returns the
     fine-tune's final metrics (AP in percent)."""
-    from siamdetr.finetune import finetune
-    from siamdetr.pretrain_stage import pretrain
+    from siamdetr.stages import finetune, pretrain
 
     finished = _done(pre_cfg, "pretrain")
     if finished is None:
-        result = pretrain(pre_cfg, tags=tags)
+        result = pretrain.run(pre_cfg, tags=tags)
         atomic_write_json(
             Path(pre_cfg.pretrain.out_dir) / DONE, {"key": run_hash(pre_cfg, "pretrain"), "result": result}
         )
     result = _done(ft_cfg, "finetune")
     if result is None:
-        result = finetune(ft_cfg, on_epoch=on_epoch, tags=tags)
+        result = finetune.run(ft_cfg, on_epoch=on_epoch, tags=tags)
         atomic_write_json(Path(ft_cfg.finetune.out_dir) / DONE, {"key": run_hash(ft_cfg, "finetune"), "result": result})
     return result
 

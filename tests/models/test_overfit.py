@@ -13,9 +13,9 @@ from siamdetr.data.transforms import eval_transforms
 from siamdetr.data.voc import voc_to_coco
 from siamdetr.engine.evaluate import coco_metrics
 from siamdetr.engine.loop import predict, to_device
-from siamdetr.finetune import build_criterion
 from siamdetr.models.criterion import weighted_total
 from siamdetr.models.variants import VARIANTS, build_detector
+from siamdetr.stages.finetune import build_criterion
 
 STEPS = 300
 SIZES = [

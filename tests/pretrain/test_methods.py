@@ -7,7 +7,6 @@ import torch
 from torch import Tensor, nn
 
 from siamdetr.config import load_config
-from siamdetr.finetune import load_init
 from siamdetr.models.backbone import LEVELS, Backbone
 from siamdetr.models.criterion import weighted_total as total
 from siamdetr.models.detr import pad_images
@@ -17,6 +16,7 @@ from siamdetr.pretrain.detreg import DETReg
 from siamdetr.pretrain.regions import crop_features
 from siamdetr.pretrain.siamese import SiameseDETR
 from siamdetr.pretrain.updetr import UPDETR
+from siamdetr.stages.finetune import load_init
 
 METHODS = {
     "siamese": lambda d: SiameseDETR(d, crop_size=32),
@@ -146,7 +146,7 @@ def test_siamese_region_features_and_global_pooling_use_every_backbone_level(var
 
 
 def test_updetr_reconstructs_patch_features_with_weight_1_on_every_layer_whatever_siamese_lambda_r():
-    from siamdetr.pretrain_stage import build_method
+    from siamdetr.stages.pretrain import build_method
 
     cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=updetr", "model.dec_layers=3"])
     assert cfg.pretrain.lambda_r == 3.0  # Siamese DETR's L_r weight, not UP-DETR's
@@ -175,7 +175,7 @@ def test_updetr_masked_queries_do_not_see_their_patch():
 
 
 def test_detreg_regresses_the_c3_embedding_on_the_last_decoder_layer_only_with_weight_1():
-    from siamdetr.pretrain_stage import build_method
+    from siamdetr.stages.pretrain import build_method
 
     cfg = load_config(params=None, profile="smoke", overrides=["pretrain.method=detreg", "model.dec_layers=3"])
     model = build_method(cfg).train()

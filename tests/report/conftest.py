@@ -1,6 +1,4 @@
-"""An MLflow store made in the test: finished fine-tuning runs with the grid's tags and metrics."""
-
-import pytest
+"""Finished fine-tuning runs with the grid's tags and metrics, logged into the `store` fixture (tests/conftest.py)."""
 
 
 def log_run(
@@ -25,14 +23,3 @@ def log_run(
             client.log_metric(rid, f"{prefix}_iou{t}", ap * (100 - t) / 50, step=len(curve))
     client.set_terminated(rid, status=mlflow.entities.RunStatus.to_string(getattr(mlflow.entities.RunStatus, status)))
     return rid
-
-
-@pytest.fixture
-def store(tmp_path):
-    """(tracking uri, client, experiment id) of an empty store with the siamdetr experiment."""
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
-    exp_id = client.create_experiment("siamdetr", artifact_location=(tmp_path / "artifacts").as_uri())
-    return uri, client, exp_id

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from siamdetr.config import load_config
-from siamdetr.finetune import finetune
+from siamdetr.stages.finetune import run as finetune
 
 
 class FirstStepDone(Exception):

@@ -8,8 +8,8 @@ import optuna
 import pytest
 import yaml
 
+from siamdetr.grid import Layers
 from siamdetr.sweep import stage, trial
-from siamdetr.sweep.trial import Layers
 from tests.sweep.conftest import write_space
 
 LAYERS = Layers("params.yaml", None, (), ("grid.epoch_scale=0.04",))  # smoke fine-tunes: 2 epochs, AP each

@@ -7,7 +7,6 @@ so later stages never guess paths.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from siamdetr.config import Config, ConfigError
 from siamdetr.data.coco import load_coco
 from siamdetr.data.folder import list_images
+from siamdetr.data.manifest import MANIFEST
 from siamdetr.data.synthetic import area_scale, write_synthetic
 from siamdetr.data.voc import voc_to_coco
 from siamdetr.io import atomic_dir, atomic_write_json
@@ -23,7 +23,6 @@ from siamdetr.io import atomic_dir, atomic_write_json
 log = logging.getLogger(__name__)
 
 MARKER = ".siamdetr-prepared"
-MANIFEST = "manifest.json"
 
 
 def _coco_split(images: Path, annotations: Path, readable_now: Path) -> dict[str, Any]:
@@ -39,7 +38,7 @@ def _coco_split(images: Path, annotations: Path, readable_now: Path) -> dict[str
     }
 
 
-def prepare_data(cfg: Config) -> dict[str, Any]:
+def run(cfg: Config) -> dict[str, Any]:
     """Run the data stage and return the manifest (also written to <prepared_dir>/manifest.json)."""
     out = Path(cfg.data.prepared_dir)
     with atomic_dir(out, marker=MARKER) as tmp:
@@ -87,17 +86,6 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
         ", ".join(k for k in ("imagenet", "coco", "voc") if k in manifest),
     )
     return manifest
-
-
-def manifest_entry(cfg: Config, name: str, key: str) -> dict[str, Any]:
-    """One dataset's entry of the data stage's manifest; `key` names the setting that asked for it."""
-    path = Path(cfg.data.prepared_dir) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the data stage first (`siamdetr data prepare` or `dvc repro data`)")
-    manifest = json.loads(path.read_text())
-    if name not in manifest:
-        raise ConfigError(f"{path}: no '{name}' dataset was prepared ({key} = {name!r}); set data.{name}_root")
-    return manifest[name]
 
 
 def _root_or_none(cfg: Config, name: str) -> Path | None:

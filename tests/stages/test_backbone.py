@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from siamdetr.backbone_stage import BACKBONE, METRICS, build_swav, train_backbone
 from siamdetr.config import ConfigError, load_config
-from siamdetr.data.prepare import prepare_data
 from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint, seed_everything
 from siamdetr.models.backbone import load_trunk_weights, resnet_trunk
+from siamdetr.stages.backbone import BACKBONE, METRICS, build_swav
+from siamdetr.stages.backbone import run as train_backbone
+from siamdetr.stages.data import run as prepare_data
 
 
 @pytest.fixture(scope="module")

@@ -30,17 +30,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from siamdetr.config import Config, ConfigError
 from siamdetr.data.folder import ImageFolder
 from siamdetr.data.images import collate_skipping_bad
-from siamdetr.data.prepare import manifest_entry
-from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from siamdetr.data.manifest import manifest_entry
 from siamdetr.engine.checkpoint import save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
 from siamdetr.engine.loop import StepHook
@@ -48,24 +45,22 @@ from siamdetr.engine.training import Training, run_training
 from siamdetr.errors import NonFiniteLoss
 from siamdetr.io import atomic_write_json
 from siamdetr.models.backbone import resnet_trunk
-from siamdetr.pretrain.supervised import LabelledCrops, SupervisedTrunk
-from siamdetr.pretrain.swav import MultiCrop, MultiCropImages, SwAV, colour_crops, stack_crops, train_step
 from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
+from siamdetr.trunk.probe import HOLD_OUT, held_out, knn_probe
+from siamdetr.trunk.supervised import LabelledCrops, SupervisedTrunk
+from siamdetr.trunk.swav import MultiCrop, MultiCropImages, SwAV, colour_crops, stack_crops, train_step
 
 log = logging.getLogger(__name__)
 
 BACKBONE = "backbone.pth"
 METRICS = "metrics.json"
 HISTORY = "history.json"
-KNN_K = 5
-HOLD_OUT = 5  # every 5th image is held out of the trunk's training and queries the k-NN probe
-KNN_MAX_IMAGES = 10_000  # an evenly strided subset of a large folder (real ImageNet) is enough for a probe
 
 
 def unlabeled_images(cfg: Config) -> Path:
     """The ImageNet(-like) folder recorded by the data stage."""
-    return Path(manifest_entry(cfg, "imagenet", "pretraining images")["root"])
+    return Path(manifest_entry(cfg.data.prepared_dir, "imagenet", "pretraining images")["root"])
 
 
 def build_swav(cfg: Config) -> SwAV:
@@ -176,75 +171,6 @@ def trunk_state(trunk: nn.Module) -> dict[str, Tensor]:
     return {k: state[k].detach().cpu().clone() for k in resnet_trunk("small").state_dict()}
 
 
-# ------------------------------------------------------------------------------------------- k-NN probe
-@torch.no_grad()
-def pooled_features(trunk: nn.Module, loader: DataLoader, device: torch.device) -> tuple[Tensor, list[str]]:
-    """Unit-length average-pooled C5 of every image (BatchNorm in eval mode, as a frozen backbone runs)."""
-    trunk.eval()
-    features, paths = [], []
-    for batch in loader:
-        if "image" not in batch:
-            continue
-        c5 = trunk(torch.stack(batch["image"]).to(device))["C5"]
-        features.append(F.normalize(c5.mean(dim=(2, 3)), dim=1).cpu())
-        paths += batch["path"]
-    return torch.cat(features), paths
-
-
-def knn_accuracy(bank: Tensor, bank_labels: Tensor, queries: Tensor, query_labels: Tensor, k: int) -> float:
-    """Share of queries whose k most cosine-similar bank images vote, weighted by similarity, for the
-    query's own label."""
-    similarity, nearest = (queries @ bank.T).topk(min(k, len(bank)), dim=1)
-    classes = int(max(bank_labels.max(), query_labels.max())) + 1
-    votes = torch.zeros(len(queries), classes).scatter_add_(1, bank_labels[nearest], similarity)
-    return float((votes.argmax(dim=1) == query_labels).float().mean())
-
-
-def held_out(index: int) -> bool:
-    """Every HOLD_OUT-th image is kept out of the trunk's training: the probe's queries."""
-    return index % HOLD_OUT == 0
-
-
-def knn_probe(trunks: dict[str, nn.Module], root: Path, cfg: Config, device: torch.device) -> dict[str, Any]:
-    """k-NN classification of the held-out images by their folder (wnid) from each trunk's features, with
-    the training images as the bank: `knn_acc<name>`. Fewer than two folders means no labels (None)."""
-    size = cfg.backbone.global_size
-    transform = v2.Compose(
-        [
-            v2.Resize(size, antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    images = ImageFolder(root, transform, cfg.data.on_bad_image)
-    indices = list(range(0, len(images), math.ceil(len(images) / KNN_MAX_IMAGES)))
-    loader = DataLoader(
-        Subset(images, indices), batch_size=64, collate_fn=collate_skipping_bad, num_workers=cfg.backbone.num_workers
-    )
-    result: dict[str, Any] = {"knn_k": KNN_K}
-    for name, trunk in trunks.items():
-        features, paths = pooled_features(trunk, loader, device)
-        position = {str(p): i for i, p in enumerate(images.paths)}
-        query = torch.tensor([held_out(position[p]) for p in paths])
-        folders = [str(Path(p).parent) for p in paths]
-        classes = sorted(set(folders))
-        labels = torch.tensor([classes.index(f) for f in folders])
-        usable = len(classes) >= 2 and query.any() and (~query).any()
-        accuracy = (
-            knn_accuracy(features[~query], labels[~query], features[query], labels[query], KNN_K) if usable else None
-        )
-        result |= {
-            f"knn_acc{name}": accuracy,
-            "knn_classes": len(classes),
-            "knn_bank_images": int((~query).sum()),
-            "knn_held_out_images": int(query.sum()),
-        }
-    if result["knn_classes"] < 2:
-        log.warning("%s: the images are not in class folders; the k-NN probe has no labels", root)
-    return result
-
-
 # ------------------------------------------------------------------------------------------------ stage
 def record_pretrained_backbone(cfg: Config) -> dict[str, Any]:
     """model.backbone = resnet50: the paper's SwAV R50 is the user's checkpoint; nothing to train."""
@@ -268,7 +194,7 @@ def finished_metrics(out: Path, key: str) -> dict[str, Any] | None:
     return metrics if metrics.get("run_hash") == key else None
 
 
-def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
+def run(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train the small ResNet (SwAV or supervised), write backbone.pth and metrics.json; returns the metrics.
 
     `on_step(step, {"loss": ...})` is an observation hook (tests raise from it to simulate a kill).
@@ -327,7 +253,14 @@ def train_backbone(cfg: Config, on_step: StepHook | None = None) -> dict[str, An
             return {}
         trunk = model.trunk
         save_checkpoint(out / BACKBONE, trunk_state(trunk))
-        probe = knn_probe({"": trunk, "_random_init": initial_trunk}, root, cfg, dist_info.device)
+        probe = knn_probe(
+            {"": trunk, "_random_init": initial_trunk},
+            root,
+            b.global_size,
+            cfg.data.on_bad_image,
+            b.num_workers,
+            dist_info.device,
+        )
         metrics = {
             "backbone": "small",
             "method": b.method,

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from siamdetr.config import Config, ConfigError, backbone_stride
 from siamdetr.data.coco import CocoDetection
 from siamdetr.data.images import collate_skipping_bad
-from siamdetr.data.prepare import manifest_entry
+from siamdetr.data.manifest import manifest_entry
 from siamdetr.data.transforms import eval_transforms, train_transforms
 from siamdetr.engine.checkpoint import (
     epoch_seed,
@@ -54,7 +54,7 @@ def is_linear_proj(name: str) -> bool:
 def dataset_paths(cfg: Config) -> dict[str, dict[str, str]]:
     """Train / test images and annotations of the downstream dataset, from the data stage's manifest."""
     name = cfg.finetune.dataset
-    entry = manifest_entry(cfg, name, "finetune.dataset")
+    entry = manifest_entry(cfg.data.prepared_dir, name, "finetune.dataset")
     test_split = "test" if name == "voc" else "val"
     return {"train": entry["train"], "test": entry[test_split]}
 
@@ -149,7 +149,7 @@ def make_loader(
     )
 
 
-def finetune(
+def run(
     cfg: Config,
     on_step: StepHook | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,

@@ -1,4 +1,4 @@
-"""`siamdetr report`: the last DVC stage. MLflow runs → reports/ (tables, figures, index.md, runs.json)."""
+"""The `report` stage, the last: MLflow runs → reports/ (tables, figures, index.md, runs.json)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def scale_caption(cfg: Config) -> str:
     )
 
 
-def build_reports(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
+def run(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
     """Write every table and figure and index.md; returns what was used and what is missing."""
     paper = load_paper()
     runs, selection = chosen_runs(cfg, tracking_uri)

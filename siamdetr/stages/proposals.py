@@ -7,26 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from siamdetr.config import Config
-from siamdetr.data.prepare import manifest_entry
+from siamdetr.data.manifest import pretraining_images
 from siamdetr.io import atomic_write_json
 from siamdetr.proposals.recall import proposal_recall
 from siamdetr.proposals.runner import run_proposals
-from siamdetr.proposals.store import ProposalStore
+from siamdetr.proposals.store import ProposalStore, store_dir
 from siamdetr.tracking import RunLogger
-
-
-def store_path(cfg: Config, dataset: str | None = None, method: str | None = None) -> Path:
-    """Where the store of (dataset, method) lives: <proposals.out_dir>/<dataset>_<method>."""
-    return Path(cfg.proposals.out_dir) / f"{dataset or cfg.pretrain.dataset}_{method or cfg.pretrain.proposals}"
-
-
-def pretraining_split(cfg: Config) -> tuple[Path, Path | None]:
-    """(image directory, its ground-truth json or None) of cfg.pretrain.dataset, from the data manifest."""
-    name = cfg.pretrain.dataset
-    entry = manifest_entry(cfg, name, "pretrain.dataset")
-    if name == "imagenet":
-        return Path(entry["root"]), None
-    return Path(entry["train"]["images"]), Path(entry["train"]["annotations"])
 
 
 def proposals_for_folder(
@@ -52,11 +38,12 @@ def proposals_for_folder(
     )
 
 
-def compute_proposals(cfg: Config, method: str | None = None, workers: int | None = None) -> dict[str, Any]:
-    """The store of the configured pretraining dataset and method; returns speed, counts and recall."""
+def run(cfg: Config, method: str | None = None, workers: int | None = None) -> dict[str, Any]:
+    """The store of the configured pretraining dataset and method (written to `summary["store"]`); returns
+    speed, counts and recall."""
     method = method or cfg.pretrain.proposals
-    images, gt = pretraining_split(cfg)
-    out = store_path(cfg, method=method)
+    images, gt = pretraining_images(cfg.data.prepared_dir, cfg.pretrain.dataset)
+    out = store_dir(cfg.proposals.out_dir, cfg.pretrain.dataset, method)
     summary = proposals_for_folder(cfg, method, images, out, workers)
     if gt is not None:
         summary |= proposal_recall(ProposalStore.open(out), gt)
@@ -69,4 +56,4 @@ def compute_proposals(cfg: Config, method: str | None = None, workers: int | Non
     )
     tracker.log_metrics({k.replace("@", "_at_"): v for k, v in summary.items()})
     tracker.close()
-    return summary
+    return summary | {"store": str(out)}

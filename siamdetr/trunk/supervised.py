@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from siamdetr.data.folder import ImageFolder
-from siamdetr.pretrain.data import sample_seed
+from siamdetr.engine.checkpoint import sample_seed
 from siamdetr.views import normalise
 
 CROP_SCALE = (0.6, 1.0)  # the object fills most of an ImageNet-like image; smaller crops would cut it away

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from siamdetr.config import Config, ConfigError
+from siamdetr.data.manifest import pretraining_images
 from siamdetr.engine.checkpoint import epoch_seed, save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
 from siamdetr.engine.loop import autocast, one_drop_schedule
@@ -31,7 +32,6 @@ from siamdetr.models.criterion import weighted_total
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
 from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
-from siamdetr.proposals.stage import pretraining_split, store_path
 from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
 
@@ -143,11 +143,11 @@ def write_outputs(out: Path, method: RegionPretrainer, meta: dict[str, Any], his
     atomic_write_json(out / "history.json", history, indent=2)
 
 
-def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain, checkpoint every epoch (a rerun resumes), write pretrained.pth; returns the last epoch's losses."""
     from siamdetr.pretrain.single_view import draws_own_patches
     from siamdetr.proposals.coverage import check_coverage
-    from siamdetr.proposals.store import ProposalStore
+    from siamdetr.proposals.store import ProposalStore, store_dir
 
     p = cfg.pretrain
     dist_info = init_distributed()
@@ -158,8 +158,8 @@ def pretrain(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, An
         )
     out = Path(p.out_dir)
     seed_everything(cfg.seed)
-    images, _ = pretraining_split(cfg)
-    store = {} if draws_own_patches(p) else ProposalStore.open(store_path(cfg))
+    images, _ = pretraining_images(cfg.data.prepared_dir, p.dataset)
+    store = {} if draws_own_patches(p) else ProposalStore.open(store_dir(cfg.proposals.out_dir, p.dataset, p.proposals))
     ds = PretrainImages(images, store, cfg)
     if isinstance(store, ProposalStore):
         check_coverage(store, images, [path.as_posix() for path in ds.paths], p.max_missing_proposals)

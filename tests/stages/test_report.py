@@ -5,9 +5,8 @@ import json
 import pytest
 
 from siamdetr.config import load_config
-from siamdetr.report.build import build_reports
-
-from .conftest import log_run
+from siamdetr.stages.report import run as build_reports
+from tests.report.conftest import log_run
 
 VOC_COND = {  # Table 2's ImageNet-pretrained Conditional DETR group, three seeds each
     "voc-cond100-e50-scratch": [1.0, 2.0, 3.0],
@@ -136,7 +135,7 @@ def test_the_index_says_which_trunk_the_detectors_used(store, tmp_path):
 
 
 def test_the_index_links_every_sweep_with_its_verdict(tmp_path):
-    from siamdetr.report.build import sweeps_section
+    from siamdetr.stages.report import sweeps_section
 
     assert sweeps_section(tmp_path) == []
     study = tmp_path / "sweeps" / "weights"

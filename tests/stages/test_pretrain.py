@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from siamdetr.config import load_config
-from siamdetr.data.prepare import prepare_data
 from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint
 from siamdetr.errors import DatasetError
-from siamdetr.finetune import load_init
 from siamdetr.models.variants import build_detector
-from siamdetr.pretrain_stage import PRETRAINED, pretrain
-from siamdetr.proposals.stage import compute_proposals
+from siamdetr.stages.data import run as prepare_data
+from siamdetr.stages.finetune import load_init
+from siamdetr.stages.pretrain import PRETRAINED
+from siamdetr.stages.pretrain import run as pretrain
+from siamdetr.stages.proposals import run as compute_proposals
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +164,17 @@ def test_a_finetune_value_does_not_restart_an_interrupted_pretraining(prepared, 
 
 
 def test_a_batch_that_bad_images_left_with_one_image_is_skipped(prepared, tmp_path):
+    from siamdetr.data.manifest import pretraining_images
     from siamdetr.engine.distributed import DistInfo
     from siamdetr.pretrain.data import PretrainImages, collate_views
-    from siamdetr.pretrain_stage import build_method, pretrain_one_epoch
-    from siamdetr.proposals.stage import pretraining_split, store_path
-    from siamdetr.proposals.store import ProposalStore
+    from siamdetr.proposals.store import ProposalStore, store_dir
+    from siamdetr.stages.pretrain import build_method, pretrain_one_epoch
     from siamdetr.tracking import RunLogger
 
     cfg = smoke(prepared, tmp_path / "run")
-    images, _ = pretraining_split(cfg)
-    ds = PretrainImages(images, ProposalStore.open(store_path(cfg)), cfg)
+    p = cfg.pretrain
+    images, _ = pretraining_images(cfg.data.prepared_dir, p.dataset)
+    ds = PretrainImages(images, ProposalStore.open(store_dir(cfg.proposals.out_dir, p.dataset, p.proposals)), cfg)
     method = build_method(cfg)  # Siamese DETR: L_g's head has BatchNorm, which fails on one image
     optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     one_left = collate_views([ds[0], None])

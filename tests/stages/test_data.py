@@ -4,7 +4,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from siamdetr.config import ConfigError, load_config
-from siamdetr.data.prepare import prepare_data
+from siamdetr.stages.data import run as prepare_data
 
 
 def test_synthetic_prepare_writes_manifest_with_every_dataset(tmp_path, monkeypatch):

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from siamdetr.config import load_config
-from siamdetr.data.prepare import prepare_data
 from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint
-from siamdetr.finetune import METRICS, build_optimizer, finetune
 from siamdetr.models.variants import build_detector
+from siamdetr.stages.data import run as prepare_data
+from siamdetr.stages.finetune import METRICS, build_optimizer
+from siamdetr.stages.finetune import run as finetune
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_two_processes_take_the_same_first_step_as_one(prepared, tmp_path):
         "finetune.train_scales=[64]",
         "finetune.num_workers=0",
     ]
-    script = Path(__file__).parent / "scripts" / "first_step.py"
+    script = Path(__file__).parents[1] / "scripts" / "first_step.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def run(cmd, out):
@@ -156,8 +157,8 @@ def test_each_fine_tune_is_one_mlflow_run_with_config_tags_and_per_epoch_ap(prep
 def test_init_loads_the_transformer_and_resets_the_class_head(tmp_path, caplog):
     import logging
 
-    from siamdetr.finetune import load_init
     from siamdetr.models.variants import build_detector
+    from siamdetr.stages.finetune import load_init
 
     cfg = load_config(params=None, profile="smoke")
     pretrained = build_detector(cfg.model, num_classes=1)  # e.g. an objectness head: other class count

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from siamdetr.data.folder import ImageFolder
 from siamdetr.models.backbone import resnet_trunk
-from siamdetr.pretrain.swav import (
+from siamdetr.trunk.swav import (
     MultiCrop,
     MultiCropImages,
     SwAV,

@@ -26,9 +26,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from siamdetr.data.folder import ImageFolder
+from siamdetr.engine.checkpoint import sample_seed
 from siamdetr.engine.distributed import is_distributed
 from siamdetr.errors import NonFiniteLoss
-from siamdetr.pretrain.data import sample_seed
 from siamdetr.views import ColourConfig, batched_colour_augment, normalise
 
 N_GLOBAL = 2
