@@ -191,12 +191,12 @@ def test_paths_are_checked_only_for_the_sections_a_stage_reads(tmp_path):
 
 
 def test_a_profile_extends_another_and_a_cycle_is_an_error(tmp_path, monkeypatch):
-    import siamdetr.config as config
+    import siamdetr.config.load as config_load
 
     (tmp_path / "base.yaml").write_text("model: {d_model: 48, nheads: 4}\nfinetune: {epochs: 3}\n")
     (tmp_path / "child.yaml").write_text("extends: base\nfinetune: {epochs: 7}\n")
     (tmp_path / "loop.yaml").write_text("extends: loop\n")
-    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    monkeypatch.setattr(config_load, "PROFILES_DIR", tmp_path)
     cfg = load_config(params=None, profile="child", check_paths=False)
     assert (cfg.model.d_model, cfg.model.nheads, cfg.finetune.epochs) == (48, 4, 7)
     assert cfg.source_of("model.d_model").endswith("base.yaml") and cfg.source_of("finetune.epochs").endswith(

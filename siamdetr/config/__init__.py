@@ -1,0 +1,52 @@
+"""Typed, validated configuration: the schema (`schema.py`) and how a run's layers are loaded, merged,
+validated and traced to their files (`load.py`). The names the rest of the package uses are here."""
+
+from siamdetr.config.load import (
+    DEFAULT_PARAMS,
+    PROFILES_DIR,
+    SECTIONS,
+    check_input_paths,
+    describe,
+    load_config,
+    read_yaml,
+)
+from siamdetr.config.schema import (
+    DEFAULTS_SOURCE,
+    BackboneConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    DETRegConfig,
+    FinetuneConfig,
+    GridConfig,
+    ModelConfig,
+    PretrainConfig,
+    ProposalsConfig,
+    SynthConfig,
+    UPDETRConfig,
+    backbone_stride,
+)
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "DEFAULTS_SOURCE",
+    "PROFILES_DIR",
+    "SECTIONS",
+    "BackboneConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DETRegConfig",
+    "FinetuneConfig",
+    "GridConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "ProposalsConfig",
+    "SynthConfig",
+    "UPDETRConfig",
+    "backbone_stride",
+    "check_input_paths",
+    "describe",
+    "load_config",
+    "read_yaml",
+]
