@@ -12,8 +12,8 @@ from torch import Tensor
 class Memory:
     """Encoder memory of one batch, all feature levels flattened into one token axis.
 
-    Vanilla and Conditional DETR have one level; Deformable-MS has several. Pretraining methods pool
-    `tokens` (masking padding with `mask`) and attend to them from another view's queries.
+    Vanilla and Conditional DETR have one level; Deformable-MS has several. Pretraining methods attend to
+    `tokens` from another view's queries, and Siamese DETR's L_g pools them (pretrain/losses.py).
     """
 
     tokens: Tensor  # [B, S, C] encoder output
@@ -22,21 +22,6 @@ class Memory:
     spatial_shapes: Tensor  # [L, 2] long, (H, W) of each level
     level_start_index: Tensor  # [L] long, first token of each level
     valid_ratios: Tensor  # [B, L, 2] float, (w, h) fraction of each level that is not padding
-
-    def pooled(self, levels: int) -> Tensor:
-        """Each of the first `levels` levels averaged over its non-padding tokens, concatenated: [B, levels·C].
-
-        Per level, as the official code pools Deform-MS's C3–C5 memory for L_g (its extra strided level is left
-        out); padding must not leak into global features.
-        """
-        sizes = (self.spatial_shapes[:, 0] * self.spatial_shapes[:, 1]).tolist()
-        tokens, masks = self.tokens.split(sizes, dim=1), self.mask.split(sizes, dim=1)
-        return torch.cat([_masked_mean(t, m) for t, m in zip(tokens[:levels], masks[:levels], strict=True)], dim=-1)
-
-
-def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    keep = (~mask).unsqueeze(-1).to(tokens.dtype)
-    return (tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
 
 def flatten_levels(

@@ -1,5 +1,11 @@
-"""What the three pretraining methods share: a frozen-backbone DETR, region-conditioned queries, and the
-localisation / region-feature losses of one decoding pass.
+"""What the three pretraining methods share: a frozen-backbone DETR, region features from that backbone,
+region-conditioned queries, and the localisation / region-feature losses of one decoding pass.
+
+Region features, batched over every box of the batch: object-level z is RoIAlign on the backbone's feature
+maps (paper Eq. 4); crop-level p is each box cut out of the image tensor by RoIAlign at a fixed size,
+colour-augmented per crop, run through the backbone and pooled (Eq. 5), in one batched forward pass. On a
+multi-level backbone (Deform-MS: C3–C5) each level is pooled on its own and concatenated, as the official
+code. UP-DETR's and DETReg's patches are cut in the dataset (`pretrain/single_view.py`) and only pooled here.
 
 A method is one module whose `forward(batch)` returns a dict of named, unweighted losses; `weights` says
 how they add up. The DETR inside keeps fine-tuning's parameter names, so its state dict is what
@@ -9,40 +15,84 @@ how they add up. The DETR inside keeps fine-tuning's parameter names, so its sta
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, roi_align
 
+from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from siamdetr.models.backbone import Backbone
 from siamdetr.models.criterion import Indices, SetCriterion, num_boxes_across_processes
 from siamdetr.models.detr import DETR
 from siamdetr.models.heads import MLP
 from siamdetr.models.matcher import HungarianMatcher
 from siamdetr.models.memory import Memory
 from siamdetr.pretrain.losses import layer_suffix, region_losses_per_layer, set_losses_per_layer
+from siamdetr.pretrain.views import View
 
 LOC_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}  # the matcher's costs too, as in the official code
 
 
-@dataclass
-class View:
-    """One padded batch of views with their boxes (xyxy, view pixels) and each view's unpadded size.
-
-    The single-view baselines cut and colour-augment their patches in the dataset, where each sample's
-    generator lives; they come with the view.
-    """
-
-    images: Tensor  # [B, 3, H, W] normalised (Siamese DETR: colour-augmented)
-    mask: Tensor  # [B, H, W] True = padding
-    plain: Tensor  # [B, 3, H, W] geometric augmentation only (crops for L_r come from here)
-    boxes: list[Tensor]  # [n_i, 4] per image: the targets
-    query_boxes: list[Tensor]  # [n_i, 4] per image: jittered boxes the query features are pooled from
-    sizes: list[tuple[int, int]]  # (h, w) per image
-    patches: Tensor | None = None  # [sum n_i, 3, S, S] the boxes' crops, colour-augmented, normalised
-    query_keep: Tensor | None = None  # [B, Q] False: UP-DETR masks this query's patch feature
+# ------------------------------------------------------------------------------------------ region features
+ROI_SIZE = 7
 
 
+def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return mean, std
+
+
+@torch.no_grad()
+def object_features(feature_map: Tensor, stride: float, boxes: list[Tensor]) -> Tensor:
+    """z: RoIAlign 7x7 on the feature map, average pooled → [sum n_i, C]; boxes are xyxy image pixels."""
+    pooled = roi_align(feature_map, boxes, ROI_SIZE, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
+    return pooled.mean(dim=(2, 3))
+
+
+@torch.no_grad()
+def object_features_per_level(feature_maps: list[Tensor], strides: list[float], boxes: list[Tensor]) -> Tensor:
+    """z of every level, concatenated along channels → [sum n_i, ΣC]; one level gives `object_features`."""
+    return torch.cat([object_features(f, s, boxes) for f, s in zip(feature_maps, strides, strict=True)], dim=1)
+
+
+def crop_images(images: Tensor, boxes: list[Tensor], size: int) -> Tensor:
+    """Every box cut out of its (normalised) image and resized to size x size → [sum n_i, 3, size, size]."""
+    return roi_align(images, boxes, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+@torch.no_grad()
+def patch_features(backbone: Backbone, patches: Tensor, level: str | None = None) -> Tensor:
+    """Normalised patches [N, 3, S, S] → their backbone feature map at `level` (default: the backbone's last
+    returned level), average pooled → [N, C]."""
+    return backbone.body(patches)[level or backbone.levels[-1]].mean(dim=(2, 3))
+
+
+@torch.no_grad()
+def crop_features(
+    backbone: Backbone,
+    images: Tensor,
+    boxes: list[Tensor],
+    size: int,
+    colour: Callable[[Tensor], Tensor] | None = None,
+    all_levels: bool = False,
+) -> Tensor:
+    """p: pooled backbone features of each box's crop → [sum n_i, C]. `colour` augments crops in [0, 1].
+
+    `all_levels`: every level the backbone returns, each pooled on its own and concatenated → [sum n_i, ΣC]
+    (the last level alone when the backbone returns one)."""
+    crops = crop_images(images, boxes, size)
+    if colour is not None:
+        mean, std = _stats(crops)
+        crops = (colour((crops * std + mean).clamp(0, 1)) - mean) / std
+    if all_levels:
+        levels = backbone.body(crops)
+        return torch.cat([levels[name].mean(dim=(2, 3)) for name in backbone.levels], dim=1)
+    return patch_features(backbone, crops)
+
+
+# ------------------------------------------------------------------------------------------ detection
 def normalised_cxcywh(boxes: list[Tensor], sizes: list[tuple[int, int]]) -> list[Tensor]:
     out = []
     for b, (h, w) in zip(boxes, sizes, strict=True):

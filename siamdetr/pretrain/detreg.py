@@ -8,9 +8,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from siamdetr.models.detr import DETR
-from siamdetr.pretrain.base import RegionPretrainer, View, normalised_cxcywh
+from siamdetr.pretrain.base import RegionPretrainer, normalised_cxcywh, patch_features
 from siamdetr.pretrain.losses import embedding_l1_loss, layer_suffix
-from siamdetr.pretrain.regions import patch_features
+from siamdetr.pretrain.views import View
 
 
 class DETReg(RegionPretrainer):

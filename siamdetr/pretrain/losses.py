@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -18,6 +19,7 @@ from siamdetr.models.criterion import (
     matched_targets,
     num_boxes_across_processes,
 )
+from siamdetr.models.memory import Memory
 
 
 def layer_suffix(i: int, num_layers: int) -> str:
@@ -100,6 +102,22 @@ class SimSiamHead(nn.Module):
         """(p, z) = (predictor(projector(x)), projector(x))."""
         z = self.projector(pooled)
         return self.predictor(z), z
+
+
+def pooled_memory(memory: Memory, levels: int) -> Tensor:
+    """Each of the first `levels` levels averaged over its non-padding tokens, concatenated: [B, levels·C].
+
+    Per level, as the official code pools Deform-MS's C3–C5 memory for L_g (its extra strided level is left
+    out); padding must not leak into global features.
+    """
+    sizes = (memory.spatial_shapes[:, 0] * memory.spatial_shapes[:, 1]).tolist()
+    tokens, masks = memory.tokens.split(sizes, dim=1), memory.mask.split(sizes, dim=1)
+    return torch.cat([masked_mean(t, m) for t, m in zip(tokens[:levels], masks[:levels], strict=True)], dim=-1)
+
+
+def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    keep = (~mask).unsqueeze(-1).to(tokens.dtype)
+    return (tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
 
 def global_loss(p1: Tensor, z1: Tensor, p2: Tensor, z2: Tensor) -> Tensor:

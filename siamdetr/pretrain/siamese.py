@@ -18,9 +18,9 @@ from typing import Literal
 from torch import Tensor, nn
 
 from siamdetr.models.detr import DETR
-from siamdetr.pretrain.base import RegionPretrainer, View, normalised_cxcywh
-from siamdetr.pretrain.losses import SimSiamHead, global_loss, mean_of
-from siamdetr.pretrain.regions import crop_features, object_features_per_level
+from siamdetr.pretrain.base import RegionPretrainer, crop_features, normalised_cxcywh, object_features_per_level
+from siamdetr.pretrain.losses import SimSiamHead, global_loss, mean_of, pooled_memory
+from siamdetr.pretrain.views import View
 
 RegionDetection = Literal["multi", "single"]
 Semantic = Literal["none", "G", "R-O", "R-C", "R-C+G"]
@@ -88,7 +88,7 @@ class SiameseDETR(RegionPretrainer):
             )
         losses = mean_of(branches)
         if self.global_head is not None:
-            p1, z1 = self.global_head(memories[0].pooled(self.detr.num_backbone_levels))
-            p2, z2 = self.global_head(memories[1].pooled(self.detr.num_backbone_levels))
+            p1, z1 = self.global_head(pooled_memory(memories[0], self.detr.num_backbone_levels))
+            p2, z2 = self.global_head(pooled_memory(memories[1], self.detr.num_backbone_levels))
             losses["loss_global"] = global_loss(p1, z1, p2, z2)
         return losses

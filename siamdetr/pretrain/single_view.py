@@ -13,28 +13,28 @@ Every draw comes from that generator, so a sample is a function of (seed, epoch,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from siamdetr.config import Config, PretrainConfig
-from siamdetr.pretrain.regions import crop_images
-from siamdetr.views import (
-    batched_colour_augment,
+from siamdetr.config import PretrainConfig
+from siamdetr.data.colour import batched_colour_augment, normalise
+from siamdetr.pretrain.base import crop_images
+from siamdetr.pretrain.views import (
+    View,
     choose_proposals,
     clip_to_rect,
     coin,
     duplicate_boxes,
     horizontal_flip,
-    normalise,
     proposals_inside,
     random_int,
+    resized_to,
 )
 
-TOP_K_SAMPLE = 32  # UP-DETR from a store: the same proposal pool as the two-view path (views.ViewConfig)
+TOP_K_SAMPLE = 32  # UP-DETR from a store: the same proposal pool as the two-view path (ViewConfig)
 DETREG_SCALE = 480  # DETReg's largest resize (ImageNet); its crop sizes below scale with pretrain.short_max
 DETREG_PRE_CROP = (400, 500, 600)  # short sides before the crop
 DETREG_CROP = (384, 600)  # crop side range
@@ -75,8 +75,7 @@ def resized(frame: Tensor, boxes: Tensor, short: int, max_size: int | None) -> t
     """The frame [3, h, w] with short side `short` (long side at most max_size), and its boxes."""
     h, w = frame.shape[-2:]
     scale = short / min(h, w) if max_size is None else min(short / min(h, w), max_size / max(h, w))
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    return TF.resize(frame, [nh, nw], antialias=True), boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+    return resized_to(frame, boxes, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def random_size_crop(
@@ -107,26 +106,21 @@ def detreg_geometry(
     return resized(frame, boxes, random_int(generator, p.short_min, p.short_max), p.max_size)
 
 
-def with_patches(frame: Tensor, boxes: Tensor, size: int, generator: torch.Generator) -> dict[str, Any]:
-    """The sample of one view: the image itself (no colour change), its boxes and their patches, each cut
+def with_patches(frame: Tensor, boxes: Tensor, size: int, generator: torch.Generator) -> View:
+    """The sample's one view: the image itself (no colour change), its boxes and their patches, each cut
     out, resized to size² and colour-augmented on its own (SimCLR's jitter, grayscale and blur)."""
     boxes = boxes.float()
     patches = batched_colour_augment(crop_images(frame[None], [boxes], size).clamp(0, 1), generator)
     image = normalise(frame)
-    return {
-        "view": image,
-        "plain": image,
-        "boxes": boxes,
-        "query_boxes": boxes,
-        "size": tuple(frame.shape[-2:]),
-        "patches": normalise(patches),
-    }
+    return View.single(image, image, boxes, boxes, patches=normalise(patches))
 
 
-def updetr_sample(image: Tensor, proposals: Tensor, cfg: Config, generator: torch.Generator) -> dict[str, Any]:
+def updetr_sample(
+    image: Tensor, proposals: Tensor, p: PretrainConfig, num_queries: int, generator: torch.Generator
+) -> tuple[View]:
     """UP-DETR: patches in the image's own pixels, the image resized with them, and which queries keep their
     patch feature (each one with probability 1 − mask_ratio)."""
-    p, u = cfg.pretrain, cfg.pretrain.updetr
+    u = p.updetr
     frame = TF.to_dtype(image, torch.float32, scale=True)
     h, w = frame.shape[-2:]
     if draws_own_patches(p):
@@ -134,23 +128,16 @@ def updetr_sample(image: Tensor, proposals: Tensor, cfg: Config, generator: torc
     else:
         boxes = stored_patches(proposals, u.num_patches, p.sample_proposals, h, w, generator)
     frame, boxes = resized(frame, boxes, random_int(generator, p.short_min, p.short_max), p.max_size)
-    keep = torch.rand(cfg.model.num_queries, generator=generator) > u.mask_ratio
-    return {**with_patches(frame, boxes, p.crop_size, generator), "query_keep": keep}
+    keep = torch.rand(num_queries, generator=generator) > u.mask_ratio
+    return (dataclasses.replace(with_patches(frame, boxes, p.crop_size, generator), query_keep=keep[None]),)
 
 
-def detreg_sample(image: Tensor, proposals: Tensor, cfg: Config, generator: torch.Generator) -> dict[str, Any]:
+def detreg_sample(image: Tensor, proposals: Tensor, p: PretrainConfig, generator: torch.Generator) -> tuple[View]:
     """DETReg: the top num_targets proposals, all of them, through its geometry; those the crop empties are
     dropped, and a view left with none gets the whole view as its one target (DETReg draws another image)."""
-    p = cfg.pretrain
     frame = TF.to_dtype(image, torch.float32, scale=True)
     frame, boxes = detreg_geometry(frame, proposals[: p.detreg.num_targets], p, generator)
     boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
     if not len(boxes):
         boxes = torch.tensor([[0.0, 0.0, frame.shape[-1], frame.shape[-2]]])
-    return with_patches(frame, boxes, p.crop_size, generator)
-
-
-SAMPLES: dict[str, Callable[[Tensor, Tensor, Config, torch.Generator], dict[str, Any]]] = {
-    "updetr": updetr_sample,
-    "detreg": detreg_sample,
-}
+    return (with_patches(frame, boxes, p.crop_size, generator),)

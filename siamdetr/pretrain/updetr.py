@@ -13,8 +13,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from siamdetr.models.detr import DETR
-from siamdetr.pretrain.base import RegionPretrainer, View, normalised_cxcywh
-from siamdetr.pretrain.regions import patch_features
+from siamdetr.pretrain.base import RegionPretrainer, normalised_cxcywh, patch_features
+from siamdetr.pretrain.views import View
 
 
 class UPDETR(RegionPretrainer):

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from siamdetr.config import Config, ConfigError
+from siamdetr.config import Config, ConfigError, backbone_stride
 from siamdetr.data.manifest import pretraining_images
 from siamdetr.engine.checkpoint import epoch_seed, save_checkpoint, seed_everything
 from siamdetr.engine.distributed import DistInfo, init_distributed, mean_across_processes
@@ -31,7 +31,7 @@ from siamdetr.io import atomic_write_json
 from siamdetr.models.criterion import weighted_total
 from siamdetr.models.variants import build_detector
 from siamdetr.pretrain.base import RegionPretrainer
-from siamdetr.pretrain.data import PretrainImages, collate_views, view_to
+from siamdetr.pretrain.data import PretrainImages, collate_views, view_sampler
 from siamdetr.run_hash import run_hash
 from siamdetr.tracking import RunLogger
 
@@ -44,10 +44,10 @@ StepHook = Callable[[int, dict[str, float]], None]
 
 def build_method(cfg: Config) -> RegionPretrainer:
     """The pretraining module for cfg.pretrain.method around a fresh DETR of cfg.model (backbone frozen)."""
+    from siamdetr.data.colour import batched_colour_augment
     from siamdetr.pretrain.detreg import DETReg
     from siamdetr.pretrain.siamese import SiameseDETR
     from siamdetr.pretrain.updetr import UPDETR
-    from siamdetr.views import batched_colour_augment
 
     p = cfg.pretrain
     detr = build_detector(cfg.model, num_classes=1)
@@ -77,6 +77,13 @@ class CropColour(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator(device=crops.device).manual_seed(int(torch.randint(0, 2**62, ())))
         return self.augment(crops, generator)
+
+
+def pretrain_dataset(cfg: Config, root: Path, store: Mapping[str, Any]) -> PretrainImages:
+    """The images of `root` with their proposals, made into the views of cfg.pretrain.method."""
+    max_aspect = cfg.pretrain.max_size / backbone_stride(cfg.model)  # capped at max_size, the short side keeps a stride
+    sample = view_sampler(cfg.pretrain, cfg.model.num_queries)
+    return PretrainImages(root, store, sample, cfg.seed, cfg.data.on_bad_image, max_aspect)
 
 
 def make_loader(ds: PretrainImages, cfg: Config, dist_info: DistInfo, epoch: int) -> DataLoader:
@@ -113,7 +120,7 @@ def pretrain_one_epoch(
         if not batch["views"] or len(batch["views"][0].sizes) < 2:  # BatchNorm (L_g's head) needs two images;
             short_batches += 1  # bad files left fewer
             continue
-        views = [view_to(v, dist_info.device) for v in batch["views"]]
+        views = [v.to(dist_info.device) for v in batch["views"]]
         with autocast(dist_info.device, cfg.pretrain.amp):
             losses = model(*views)
         losses = {k: v.float() for k, v in losses.items()}
@@ -160,7 +167,7 @@ def run(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | 
     seed_everything(cfg.seed)
     images, _ = pretraining_images(cfg.data.prepared_dir, p.dataset)
     store = {} if draws_own_patches(p) else ProposalStore.open(store_dir(cfg.proposals.out_dir, p.dataset, p.proposals))
-    ds = PretrainImages(images, store, cfg)
+    ds = pretrain_dataset(cfg, images, store)
     if isinstance(store, ProposalStore):
         check_coverage(store, images, [path.as_posix() for path in ds.paths], p.max_missing_proposals)
     method = build_method(cfg).to(dist_info.device)

@@ -16,9 +16,9 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from siamdetr.data.colour import normalise
 from siamdetr.data.folder import ImageFolder
 from siamdetr.engine.checkpoint import sample_seed
-from siamdetr.views import normalise
 
 CROP_SCALE = (0.6, 1.0)  # the object fills most of an ImageNet-like image; smaller crops would cut it away
 

@@ -25,11 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from siamdetr.data.colour import ColourConfig, batched_colour_augment, normalise
 from siamdetr.data.folder import ImageFolder
 from siamdetr.engine.checkpoint import sample_seed
 from siamdetr.engine.distributed import is_distributed
 from siamdetr.errors import NonFiniteLoss
-from siamdetr.views import ColourConfig, batched_colour_augment, normalise
 
 N_GLOBAL = 2
 GLOBAL_SCALE = (0.14, 1.0)

@@ -6,9 +6,10 @@ from PIL import Image
 
 from siamdetr.config import load_config
 from siamdetr.errors import BadImageError
-from siamdetr.pretrain.data import PretrainImages, collate_views
+from siamdetr.pretrain.data import collate_views
 from siamdetr.proposals.runner import run_proposals
 from siamdetr.proposals.store import ProposalStore
+from siamdetr.stages.pretrain import pretrain_dataset
 
 
 def test_an_image_too_elongated_for_the_model_is_skipped_or_an_error(tmp_path):
@@ -19,12 +20,12 @@ def test_an_image_too_elongated_for_the_model_is_skipped_or_an_error(tmp_path):
     run_proposals("random", tmp_path, tmp_path / "store", workers=1, top_k=8)
     store = ProposalStore.open(tmp_path / "store")
     cfg = load_config(params=None, profile="smoke")  # max_size 80 / stride 16: at most 5:1
-    images = PretrainImages(tmp_path, store, cfg)
+    images = pretrain_dataset(cfg, tmp_path, store)
     assert [p.name for p in images.paths] == ["a.png", "strip.png"]
     batch = collate_views([images[0], images[1]])
     assert batch["skipped"] == 1 and len(batch["views"][0].sizes) == 1
-    strict = PretrainImages(
-        tmp_path, store, load_config(params=None, profile="smoke", overrides=["data.on_bad_image=error"])
+    strict = pretrain_dataset(
+        load_config(params=None, profile="smoke", overrides=["data.on_bad_image=error"]), tmp_path, store
     )
     with pytest.raises(BadImageError, match=r"strip.png: aspect ratio 100:1 is above the model's 5:1"):
         strict[1]

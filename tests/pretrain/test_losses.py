@@ -3,7 +3,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from siamdetr.pretrain.losses import SimSiamHead, embedding_l1_loss, global_loss, region_loss
+from siamdetr.models.memory import Memory
+from siamdetr.pretrain.losses import SimSiamHead, embedding_l1_loss, global_loss, pooled_memory, region_loss
 
 
 def test_region_loss_on_a_hand_built_case():
@@ -66,3 +67,24 @@ def test_simsiam_head_has_the_official_layers():
     assert all(m.affine and m.num_features == 16 for m in proj + pred if isinstance(m, nn.BatchNorm1d))
     p, z = head(torch.randn(4, 48))
     assert p.shape == z.shape == (4, 16)
+
+
+def test_pooled_memory_averages_each_level_over_its_unpadded_tokens_and_concatenates():
+    """Levels 2x2, 1x2 and an extra 1x1 (like Deform-MS's strided level); token values are per level constants,
+    the padded token of level 0 is 100 and must not count; the extra level is left out with levels=2."""
+    c = 3
+    level0 = torch.tensor([1.0, 1.0, 1.0, 100.0])
+    level1 = torch.tensor([2.0, 4.0])
+    extra = torch.tensor([7.0])
+    tokens = torch.cat([level0, level1, extra]).view(1, 7, 1).expand(1, 7, c).contiguous()
+    mask = torch.tensor([[False, False, False, True, False, False, False]])
+    memory = Memory(
+        tokens,
+        mask,
+        torch.zeros_like(tokens),
+        torch.tensor([[2, 2], [1, 2], [1, 1]]),
+        torch.tensor([0, 4, 6]),
+        torch.ones(1, 3, 2),
+    )
+    assert torch.equal(pooled_memory(memory, 2), torch.tensor([[1.0] * c + [3.0] * c]))
+    assert torch.equal(pooled_memory(memory, 1), torch.tensor([[1.0] * c]))

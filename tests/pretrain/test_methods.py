@@ -11,11 +11,11 @@ from siamdetr.models.backbone import LEVELS, Backbone
 from siamdetr.models.criterion import weighted_total as total
 from siamdetr.models.detr import pad_images
 from siamdetr.models.variants import VARIANTS, build_detector
-from siamdetr.pretrain.base import View
+from siamdetr.pretrain.base import crop_features
 from siamdetr.pretrain.detreg import DETReg
-from siamdetr.pretrain.regions import crop_features
 from siamdetr.pretrain.siamese import SiameseDETR
 from siamdetr.pretrain.updetr import UPDETR
+from siamdetr.pretrain.views import View
 from siamdetr.stages.finetune import load_init
 
 METHODS = {
@@ -198,7 +198,7 @@ def test_detreg_regresses_the_c3_embedding_on_the_last_decoder_layer_only_with_w
 
 
 def test_detreg_embedding_target_is_the_pooled_layer2_map_of_each_patch():
-    from siamdetr.pretrain.regions import patch_features
+    from siamdetr.pretrain.base import patch_features
 
     backbone = Backbone("small", ("C5",)).eval()
     patches = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))

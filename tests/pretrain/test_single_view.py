@@ -5,12 +5,30 @@ import pytest
 import torch
 
 from siamdetr.config import load_config
-from siamdetr.pretrain.data import PretrainImages, collate_views
-from siamdetr.pretrain.single_view import detreg_sample, random_patches, updetr_sample
+from siamdetr.pretrain.data import collate_views
+from siamdetr.pretrain.single_view import detreg_sample as detreg_views
+from siamdetr.pretrain.single_view import random_patches
+from siamdetr.pretrain.single_view import updetr_sample as updetr_views
+from siamdetr.stages.pretrain import pretrain_dataset
 
 
 def cfg_of(*sets):
     return load_config(params=None, profile="smoke", overrides=list(sets), check_paths=False)
+
+
+def one(views):
+    """A sample's one view as {field: its tensor} (the view is a batch of one)."""
+    (v,) = views
+    out = {"view": v.images[0], "plain": v.plain[0], "boxes": v.boxes[0], "size": v.sizes[0], "patches": v.patches}
+    return out | ({} if v.query_keep is None else {"query_keep": v.query_keep[0]})
+
+
+def updetr_sample(image, proposals, cfg, generator):
+    return one(updetr_views(image, proposals, cfg.pretrain, cfg.model.num_queries, generator))
+
+
+def detreg_sample(image, proposals, cfg, generator):
+    return one(detreg_views(image, proposals, cfg.pretrain, generator))
 
 
 def image(h=64, w=80, seed=0):
@@ -59,9 +77,9 @@ def test_updetr_patches_are_fresh_every_epoch_and_the_same_for_the_same_seed_epo
     root = synth_root / "imagenet_like"
 
     def sample(epoch, index, seed=0):
-        ds = PretrainImages(root, {}, cfg if seed == 0 else cfg_of("pretrain.method=updetr", f"seed={seed}"))
+        ds = pretrain_dataset(cfg if seed == 0 else cfg_of("pretrain.method=updetr", f"seed={seed}"), root, {})
         ds.set_epoch(epoch)
-        return ds[index]["views"][0]
+        return one(ds[index])
 
     a, again, next_epoch, other_image = sample(0, 2), sample(0, 2), sample(1, 2), sample(0, 3)
     for key in ("boxes", "patches", "query_keep", "view"):
@@ -118,6 +136,6 @@ def test_detreg_targets_may_differ_in_number_across_a_batch():
     g = torch.Generator().manual_seed(0)
     few = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 10.0, 60.0, 50.0]])
     many = torch.tensor([[float(i), 0.0, i + 30.0, 40.0] for i in range(40)])
-    batch = collate_views([{"views": [detreg_sample(image(), p, cfg, g)]} for p in (few, many)])
+    batch = collate_views([detreg_views(image(), p, cfg.pretrain, g) for p in (few, many)])
     view = batch["views"][0]
     assert [len(b) for b in view.boxes] == [2, 30] and view.patches.shape[0] == 32 and view.query_keep is None

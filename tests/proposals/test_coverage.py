@@ -76,11 +76,11 @@ def test_nan_boxes_count_as_without_proposals(folders):
 
 def test_pretraining_samples_never_see_a_nan_box(folders):
     from siamdetr.config import load_config
-    from siamdetr.pretrain.data import PretrainImages
+    from siamdetr.stages.pretrain import pretrain_dataset
 
     val, _, store = folders
     key = keys(val)[0]
     n = store.where[key][2]
-    images = PretrainImages(val, spoil_first_box(store, key, 0), load_config(params=None, profile="smoke"))
+    images = pretrain_dataset(load_config(params=None, profile="smoke"), val, spoil_first_box(store, key, 0))
     got = images.proposals(key)
     assert len(got) == n - 1 and bool(got.isfinite().all())

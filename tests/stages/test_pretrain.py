@@ -166,15 +166,15 @@ def test_a_finetune_value_does_not_restart_an_interrupted_pretraining(prepared, 
 def test_a_batch_that_bad_images_left_with_one_image_is_skipped(prepared, tmp_path):
     from siamdetr.data.manifest import pretraining_images
     from siamdetr.engine.distributed import DistInfo
-    from siamdetr.pretrain.data import PretrainImages, collate_views
+    from siamdetr.pretrain.data import collate_views
     from siamdetr.proposals.store import ProposalStore, store_dir
-    from siamdetr.stages.pretrain import build_method, pretrain_one_epoch
+    from siamdetr.stages.pretrain import build_method, pretrain_dataset, pretrain_one_epoch
     from siamdetr.tracking import RunLogger
 
     cfg = smoke(prepared, tmp_path / "run")
     p = cfg.pretrain
     images, _ = pretraining_images(cfg.data.prepared_dir, p.dataset)
-    ds = PretrainImages(images, ProposalStore.open(store_dir(cfg.proposals.out_dir, p.dataset, p.proposals)), cfg)
+    ds = pretrain_dataset(cfg, images, ProposalStore.open(store_dir(cfg.proposals.out_dir, p.dataset, p.proposals)))
     method = build_method(cfg)  # Siamese DETR: L_g's head has BatchNorm, which fails on one image
     optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     one_left = collate_views([ds[0], None])

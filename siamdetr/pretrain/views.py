@@ -16,10 +16,10 @@ Choices where the design notes are silent:
 - Sampled proposals come from the best `top_k_sample` (32, about DETReg's top-30 pool) kept ones, kept in rank
   order. Missing boxes are jittered copies of the chosen proposals, or of box 0 when there are none (the
   official code drops such images).
-- The views and the model's crops share one colour augmentation, vectorised with per-image parameters drawn
-  from the generator (torchvision's random transforms draw from the global RNG). It reproduces the
-  `transforms.v2.functional` ops (the tests check it), with the jitter in a fixed order: brightness,
-  contrast, saturation, hue (torchvision's ColorJitter draws a random order).
+- Each view is colour-augmented with its own parameters (`data/colour.py`, vectorised over the batch).
+- Resize and flip of an image with its boxes are torchvision.transforms.v2's, on `tv_tensors.BoundingBoxes`.
+- A view is a `View` from here to the losses: a batch of one in the dataset, padded into batches by
+  `View.batch`.
 
 All randomness comes from one `torch.Generator`: a sample is a pure function of its seed.
 """
@@ -27,19 +27,19 @@ All randomness comes from one `torch.Generator`: a sample is a pure function of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torchvision import tv_tensors
 from torchvision.ops import box_area, box_iou, clip_boxes_to_image, roi_align
 from torchvision.transforms.v2 import functional as TF
 
-from siamdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from siamdetr.data.colour import batched_colour_augment, normalise
+from siamdetr.models.detr import pad_images
 
 DUPLICATE_JITTER = 0.1  # the official code's at most ±10 % for the boxes that fill up to n
-LUMA = (0.2989, 0.587, 0.114)  # torchvision's grayscale weights
 
 
 @dataclass
@@ -68,55 +68,79 @@ class ViewConfig:
             raise ValueError(f"jitter = {self.jitter}: must be in [0, 0.5), a larger one can turn a box inside out")
 
 
-@dataclass(frozen=True)
-class ColourConfig:
-    """SimSiam's colour augmentation (the paper's [8]); a probability of 0 turns a step off."""
-
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-
-
-SIMSIAM_COLOUR = ColourConfig()
-
-
 @dataclass
-class ColourParams:
-    """Per-image colour parameters, each [N]; factor 1, hue 0, no grayscale and sigma 0 change nothing."""
+class View:
+    """A batch of views with their boxes (xyxy, view pixels) and each view's unpadded size: the one form a
+    view has from the dataset (a batch of one, `View.single`) through the collate function (`View.batch`) to
+    the pretraining methods and their losses.
 
-    brightness: Tensor
-    contrast: Tensor
-    saturation: Tensor
-    hue: Tensor
-    grayscale: Tensor
-    sigma: Tensor
-
-    def to(self, device: torch.device | str) -> ColourParams:
-        return ColourParams(*(getattr(self, f.name).to(device) for f in fields(self)))
-
-
-@dataclass
-class ViewPair:
-    """Two views of one image and n boxes per view; row i of boxes1 and boxes2 is the same image region.
-
-    Images are [3, h, w] normalised floats, both of O's size; boxes are [n, 4] xyxy in view pixels. `info`
-    holds the frame's geometry: rectangles are xyxy in the frame (the resized, maybe flipped image).
+    The single-view baselines cut and colour-augment their patches in the dataset, where each sample's
+    generator lives; they come with the view.
     """
 
-    view1: Tensor
-    view2: Tensor
-    plain1: Tensor
-    plain2: Tensor
-    boxes1: Tensor
-    boxes2: Tensor
-    query_boxes1: Tensor
-    query_boxes2: Tensor
-    info: dict[str, Any]
+    images: Tensor  # [B, 3, H, W] normalised (Siamese DETR: colour-augmented)
+    mask: Tensor  # [B, H, W] True = padding
+    plain: Tensor  # [B, 3, H, W] geometric augmentation only (crops for L_r come from here)
+    boxes: list[Tensor]  # [n_i, 4] per image: the targets
+    query_boxes: list[Tensor]  # [n_i, 4] per image: jittered boxes the query features are pooled from
+    sizes: list[tuple[int, int]]  # (h, w) per image
+    patches: Tensor | None = None  # [sum n_i, 3, S, S] the boxes' crops, colour-augmented, normalised
+    query_keep: Tensor | None = None  # [B, Q] False: UP-DETR masks this query's patch feature
+    info: list[dict[str, Any]] = field(default_factory=list)  # per image: how its view was drawn (Siamese DETR)
+
+    @classmethod
+    def single(
+        cls,
+        image: Tensor,
+        plain: Tensor,
+        boxes: Tensor,
+        query_boxes: Tensor,
+        patches: Tensor | None = None,
+        query_keep: Tensor | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> View:
+        """One sample's view [3, h, w] as a batch of one (no padding)."""
+        h, w = image.shape[-2:]
+        keep = None if query_keep is None else query_keep[None]
+        extra = [] if info is None else [info]
+        mask = torch.zeros(1, h, w, dtype=torch.bool)
+        return cls(image[None], mask, plain[None], [boxes], [query_boxes], [(h, w)], patches, keep, extra)
+
+    @classmethod
+    def batch(cls, views: list[View]) -> View:
+        """Views (of one position in their samples) padded into one batch."""
+        unpadded = [(v, i, h, w) for v in views for i, (h, w) in enumerate(v.sizes)]
+        images, mask = pad_images([v.images[i, :, :h, :w] for v, i, h, w in unpadded])
+        plain, _ = pad_images([v.plain[i, :, :h, :w] for v, i, h, w in unpadded])
+        patches = [v.patches for v in views if v.patches is not None]
+        keep = [v.query_keep for v in views if v.query_keep is not None]
+        return cls(
+            images,
+            mask,
+            plain,
+            [b for v in views for b in v.boxes],
+            [b for v in views for b in v.query_boxes],
+            [s for v in views for s in v.sizes],
+            torch.cat(patches) if patches else None,
+            torch.cat(keep) if keep else None,
+            [i for v in views for i in v.info],
+        )
+
+    def to(self, device: torch.device) -> View:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return View(
+            self.images.to(device),
+            self.mask.to(device),
+            self.plain.to(device),
+            [b.to(device) for b in self.boxes],
+            [b.to(device) for b in self.query_boxes],
+            self.sizes,
+            move(self.patches),
+            move(self.query_keep),
+            self.info,
+        )
 
 
 # --------------------------------------------------------------------------------------------- randomness
@@ -152,13 +176,22 @@ def resize_short_side(
     short = random_int(generator, cfg.short_min, cfg.short_max)
     scale = min(short / min(h, w), cfg.max_size / max(h, w))
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = TF.resize(image, [nh, nw], antialias=True)
-    return resized, proposals * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+    return resized_to(image, proposals, nh, nw)
+
+
+def as_boxes(boxes: Tensor, image: Tensor) -> tv_tensors.BoundingBoxes:
+    return tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image.shape[-2:]))
+
+
+def resized_to(image: Tensor, boxes: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """The image resized to (height, width) (antialiased) and its boxes scaled with it."""
+    size = [height, width]
+    resized = TF.resize(image, size, antialias=True)
+    return resized, TF.resize(as_boxes(boxes, image), size).as_subclass(Tensor)
 
 
 def horizontal_flip(image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    width = image.shape[-1]
-    return image.flip(-1), torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    return TF.horizontal_flip(image), TF.horizontal_flip(as_boxes(boxes, image)).as_subclass(Tensor)
 
 
 def outer_rectangle(
@@ -260,108 +293,7 @@ def select_boxes(
     return torch.cat([region[None], chosen, duplicates]), len(chosen), len(duplicates)
 
 
-# ------------------------------------------------------------------------------------------------- colour
-def sample_colour_params(
-    n: int, cfg: ColourConfig, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-) -> ColourParams:
-    """Independent parameters for n images, drawn on the generator's device and moved to `device`."""
-    source = generator.device if generator is not None else device
-
-    def rand() -> Tensor:
-        return torch.rand(n, generator=generator, device=source)
-
-    def factor(strength: float) -> Tensor:
-        return (1 + strength * (2 * rand() - 1)).clamp_min(0)
-
-    jitter = rand() < cfg.jitter_p
-    low, high = cfg.blur_sigma
-    params = ColourParams(
-        brightness=torch.where(jitter, factor(cfg.brightness), 1.0),
-        contrast=torch.where(jitter, factor(cfg.contrast), 1.0),
-        saturation=torch.where(jitter, factor(cfg.saturation), 1.0),
-        hue=torch.where(jitter, cfg.hue * (2 * rand() - 1), 0.0),
-        grayscale=rand() < cfg.grayscale_p,
-        sigma=torch.where(rand() < cfg.blur_p, low + (high - low) * rand(), 0.0),
-    )
-    return params.to(device)
-
-
-def blur_kernel_size(side: int, max_sigma: float) -> int:
-    """SimCLR's ~10 % of the side (23 for 224), odd, but no wider than ±3σ: further taps weigh < 0.3 % and cost time."""
-    return max(3, min(2 * (side // 20), 2 * math.ceil(3 * max_sigma)) + 1)
-
-
-def grayscale(x: Tensor) -> Tensor:
-    """Luma [N, 1, H, W] of RGB images [N, 3, H, W]."""
-    return (x * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
-def blend(x: Tensor, other: Tensor | float, factor: Tensor) -> Tensor:
-    """Per-image factor·x + (1 − factor)·other, clamped to [0, 1]: torchvision's brightness/contrast/saturation."""
-    f = factor.view(-1, 1, 1, 1)
-    return (f * x + (1 - f) * other).clamp(0, 1)
-
-
-def shift_hue(x: Tensor, hue: Tensor) -> Tensor:
-    """Hue of each image rotated by `hue` turns, through HSV; value and chroma are kept."""
-    value, brightest = x.max(1)
-    chroma = value - x.min(1).values
-    r, g, b = (c / torch.where(chroma > 0, chroma, 1.0) for c in x.unbind(1))
-    sector = torch.stack([(g - b), (b - r) + 2, (r - g) + 4], 1).gather(1, brightest[:, None])
-    hue6 = sector + 6 * hue.view(-1, 1, 1, 1)
-    k = (x.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1) + hue6).remainder(6)
-    return value[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
-
-
-def gaussian_kernels(sigma: Tensor, size: int) -> Tensor:
-    """One normalised 1-D Gaussian per image [N, size]; σ = 0 gives a delta (no blur)."""
-    x = torch.arange(size, dtype=sigma.dtype, device=sigma.device) - size // 2
-    g = torch.exp(-0.5 * (x / sigma.clamp_min(1e-6)[:, None]) ** 2)
-    return g / g.sum(1, keepdim=True)
-
-
-def gaussian_blur(x: Tensor, sigma: Tensor, size: int) -> Tensor:
-    """Each image blurred with its own σ: one separable depthwise convolution, reflect padding."""
-    n, c, h, w = x.shape
-    kernels = gaussian_kernels(sigma.to(x.dtype), size).repeat_interleave(c, 0)
-    pad = size // 2
-    y = F.pad(x, [pad] * 4, mode="reflect").reshape(1, n * c, h + 2 * pad, w + 2 * pad)
-    y = F.conv2d(y, kernels[:, None, None, :], groups=n * c)
-    y = F.conv2d(y, kernels[:, None, :, None], groups=n * c)
-    return y.view(n, c, h, w)
-
-
-def colour_augment(x: Tensor, params: ColourParams, blur_size: int) -> Tensor:
-    """Images [N, 3, H, W] in [0, 1], each through torchvision's colour ops with its own parameters.
-
-    Brightness, contrast, saturation, hue, grayscale, blur: the same maths as the
-    `torchvision.transforms.v2.functional` ops (the tests check it), vectorised over the batch. The blur
-    kernel has `blur_size` taps (odd).
-    """
-    x = blend(x, 0.0, params.brightness)
-    x = blend(x, grayscale(x).mean((1, 2, 3), keepdim=True), params.contrast)
-    x = blend(x, grayscale(x), params.saturation)
-    x = shift_hue(x, params.hue)
-    x = torch.where(params.grayscale.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
-    return gaussian_blur(x, params.sigma, blur_size)
-
-
-def batched_colour_augment(
-    crops: Tensor, generator: torch.Generator | None = None, cfg: ColourConfig = SIMSIAM_COLOUR
-) -> Tensor:
-    """Crops [N, 3, S, S] in [0, 1], each with its own random colour augmentation (no loop over crops).
-
-    Pure tensor ops on the crops' device; the parameters are drawn on the generator's device.
-    """
-    params = sample_colour_params(len(crops), cfg, generator, crops.device)
-    return colour_augment(crops, params, blur_kernel_size(min(crops.shape[-2:]), cfg.blur_sigma[1]))
-
-
 # -------------------------------------------------------------------------------------------------- views
-def normalise(x: Tensor) -> Tensor:
-    return TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
-
-
 def crop_views(frame: Tensor, views: Tensor, size: tuple[int, int]) -> Tensor:
     """Both views [2, 3, h, w], cut at float coordinates and resized to `size` by bilinear sampling."""
     rois = torch.cat([torch.zeros(len(views), 1), views], 1)
@@ -387,8 +319,12 @@ def two_views(height: int, width: int, cfg: ViewConfig, generator: torch.Generat
     return outer, views.flip(0) if swapped else views, swapped
 
 
-def sample_view_pair(image: Tensor, proposals: Tensor, cfg: ViewConfig, generator: torch.Generator) -> ViewPair:
-    """Two views of `image` (uint8 [3, H, W]) with n matched boxes, from its proposals ([K, 4] xyxy, best first)."""
+def sample_view_pair(
+    image: Tensor, proposals: Tensor, cfg: ViewConfig, generator: torch.Generator
+) -> tuple[View, View]:
+    """Two views of `image` (uint8 [3, H, W]) with n matched boxes, from its proposals ([K, 4] xyxy, best first):
+    row i of the two views' boxes is the same image region; `info` holds the frame's geometry (rectangles
+    xyxy in the frame, the resized, maybe flipped image)."""
     frame, frame_proposals, flipped = make_frame(image, proposals, cfg, generator)
     outer, views, swapped = two_views(frame.shape[-2], frame.shape[-1], cfg, generator)
     targets, used, duplicated = select_boxes(frame_proposals, intersection(views), cfg, generator)
@@ -410,14 +346,7 @@ def sample_view_pair(image: Tensor, proposals: Tensor, cfg: ViewConfig, generato
         "proposals_used": used,
         "duplicated": duplicated,
     }
-    return ViewPair(
-        view1=coloured[0],
-        view2=coloured[1],
-        plain1=plain[0],
-        plain2=plain[1],
-        boxes1=boxes1,
-        boxes2=boxes2,
-        query_boxes1=query1,
-        query_boxes2=query2,
-        info=info,
+    return (
+        View.single(coloured[0], plain[0], boxes1, query1, info=info),
+        View.single(coloured[1], plain[1], boxes2, query2, info=info),
     )

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from siamdetr.models.backbone import Backbone
-from siamdetr.pretrain.regions import crop_features, object_features_per_level
+from siamdetr.pretrain.base import crop_features, object_features_per_level
 
 CHANNELS = {"C3": 2, "C4": 3, "C5": 4}
 STRIDES = {"C3": 4, "C4": 8, "C5": 16}
