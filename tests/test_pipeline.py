@@ -20,6 +20,9 @@ def dvc(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
+pytestmark = pytest.mark.slow  # `dvc repro` of the whole smoke pipeline, several times
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")

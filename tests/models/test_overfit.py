@@ -51,6 +51,7 @@ def four_images(tmp_path_factory):
     return root / "tree" / "VOCdevkit", root / "voc.json"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variant_overfits_four_images(variant, four_images):
     torch.manual_seed(0)

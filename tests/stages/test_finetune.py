@@ -99,6 +99,7 @@ def square_dataset(prepared: Path, root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_two_processes_take_the_same_first_step_as_one(prepared, tmp_path):
     data = square_dataset(prepared, tmp_path / "square")
     args = [
