@@ -34,6 +34,8 @@ def run_hash(cfg: Config, kind: Kind) -> str:
     if kind == "pretrain":
         others = {k for method, keys in METHOD_ONLY.items() if method != cfg.pretrain.method for k in keys}
         section = {k: v for k, v in section.items() if k not in others}
+    if kind == "finetune" and not (cfg.finetune.init and cfg.finetune.init_only):
+        section.pop("init_only")  # unused, or the default: runs made before the key existed keep their key
     model = [cfg.model.backbone, cfg.model.small_width] if kind == "backbone" else d["model"]
     relevant = {"seed": cfg.seed, "data": dataclasses.asdict(cfg.data), "model": model, kind: section}
     if kind == "pretrain":

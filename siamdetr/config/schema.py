@@ -263,6 +263,11 @@ class FinetuneConfig:
 
     dataset: Literal["voc", "coco"] = opt("voc", doc="downstream dataset")
     init: str | None = opt(None, doc="pretrained checkpoint to start from (None: from scratch)")
+    init_only: list[str] = opt(
+        [],
+        doc="load only the checkpoint tensors whose names start with one of these ([]: all but the class head; "
+        "[transformer.encoder_layers, input_proj]: the encoder alone, an ablation of what transfers)",
+    )
     batch_size: int = opt(16, at_least(1), doc="global batch (split over processes)")
     lr: float = opt(1e-4, learning_rate)
     lr_backbone: float = opt(5e-5, non_negative)

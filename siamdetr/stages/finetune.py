@@ -8,7 +8,7 @@ the epoch, so a run killed anywhere and restarted ends with the same weights and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +91,19 @@ def build_optimizer(
     return optimizer, one_drop_schedule(optimizer, f.lr_drop)
 
 
-def load_init(model: DETR, path: str | Path) -> dict[str, Any]:
-    """Start from a pretraining checkpoint: same parameter names, class head reset, differences logged.
+def load_init(model: DETR, path: str | Path, only: Sequence[str] = ()) -> dict[str, Any]:
+    """Start from a pretraining checkpoint: same parameter names, class head reset, differences logged;
+    with `only` (name prefixes), just those tensors (finetune.init_only).
 
     Returns the checkpoint's `meta` (method, pretraining dataset, proposals) for the run's tags.
     """
     ckpt = load_checkpoint(path)
     state = ckpt.get("model", ckpt)
     own = model.state_dict()
-    usable = {
-        k: v for k, v in state.items() if not k.startswith(RESET_ON_INIT) and k in own and own[k].shape == v.shape
-    }
-    result = model.load_state_dict(usable, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(RESET_ON_INIT)]
+    wanted = [k for k in own if not k.startswith(RESET_ON_INIT) and (not only or k.startswith(tuple(only)))]
+    usable = {k: state[k] for k in wanted if k in state and own[k].shape == state[k].shape}
+    model.load_state_dict(usable, strict=False)
+    missing = [k for k in wanted if k not in usable]
     skipped = sorted(set(state) - set(usable))
     if missing:
         log.warning(
@@ -111,9 +111,10 @@ def load_init(model: DETR, path: str | Path) -> dict[str, Any]:
         )
     if skipped:
         log.info(
-            "%s: %d checkpoint tensors not used (reset heads, other shapes or names): %s",
+            "%s: %d checkpoint tensors not used (reset heads, other shapes or names%s): %s",
             path,
             len(skipped),
+            ", finetune.init_only" if only else "",
             skipped[:10],
         )
     return dict(ckpt.get("meta", {}))
@@ -181,7 +182,7 @@ def run(
     if test_ds.category_ids != train_ds.category_ids:
         raise ConfigError(f"{paths['test']['annotations']}: categories differ from {paths['train']['annotations']}")
     model = build_detector(cfg.model, len(train_ds.category_ids)).to(dist_info.device)
-    init_meta = load_init(model, f.init) if f.init else {}
+    init_meta = load_init(model, f.init, f.init_only) if f.init else {}
     criterion, weights = build_criterion(cfg, len(train_ds.category_ids))
     optimizer, scheduler = build_optimizer(model, cfg)
 

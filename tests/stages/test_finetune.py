@@ -188,6 +188,43 @@ def test_init_loads_the_transformer_and_resets_the_class_head(tmp_path, caplog):
     assert "transformer.decoder_norm.weight" in caplog.text
 
 
+def test_init_only_loads_just_the_named_tensors_and_the_rest_keeps_its_fresh_init(tmp_path):
+    from siamdetr.models.variants import build_detector
+    from siamdetr.stages.finetune import load_init
+
+    cfg = load_config(params=None, profile="smoke")
+    pretrained = build_detector(cfg.model, num_classes=1)
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.add_(1.0)
+    path = tmp_path / "pretrain.pth"
+    torch.save({"model": pretrained.state_dict()}, path)
+    model = build_detector(cfg.model, num_classes=6)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    load_init(model, path, only=("transformer.encoder_layers", "input_proj"))
+    loaded = {k for k, v in model.state_dict().items() if not torch.equal(v, fresh[k])}
+    assert loaded and all(k.startswith(("transformer.encoder_layers", "input_proj")) for k in loaded)
+    assert any(k.startswith("transformer.encoder_layers") for k in loaded) and any(
+        k.startswith("input_proj") for k in loaded
+    )
+    decoder = [k for k in fresh if k.startswith("transformer.decoder_layers")]
+    assert decoder and all(torch.equal(model.state_dict()[k], fresh[k]) for k in decoder)
+
+
+def test_init_only_at_its_default_leaves_a_fine_tunes_key_unchanged(tmp_path):
+    from siamdetr.run_hash import run_hash
+
+    init = tmp_path / "init.pth"
+    init.write_bytes(b"weights")
+    base = ["model.backbone_checkpoint=null", f"finetune.init={init}"]
+    key = run_hash(load_config(params=None, profile="smoke", overrides=base, check_paths=False), "finetune")
+    same = load_config(params=None, profile="smoke", overrides=[*base, "finetune.init_only=[]"], check_paths=False)
+    other = load_config(
+        params=None, profile="smoke", overrides=[*base, "finetune.init_only=[input_proj]"], check_paths=False
+    )
+    assert run_hash(same, "finetune") == key != run_hash(other, "finetune")
+
+
 @pytest.mark.slow
 def test_the_pipeline_learns_an_easy_world(tmp_path):
     """Through the real data stage and `finetune` (loading, label mapping, transforms, optimiser groups,
