@@ -24,6 +24,7 @@ from siamdetr.config import Config, ConfigError, load_config, read_yaml
 from siamdetr.engine.checkpoint import CHECKPOINT
 from siamdetr.io import atomic_write_json, atomic_write_text
 from siamdetr.run_hash import run_hash
+from siamdetr.spread import mean_std
 from siamdetr.tracking import flatten
 
 log = logging.getLogger(__name__)
@@ -359,8 +360,7 @@ def summarise(run: Run, per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, 
         if not values:
             summary[key] = None
             continue
-        summary[key] = statistics.fmean(values)
-        summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[key], summary[f"{key}_std"] = mean_std(values)
         summary[f"{key}_n"] = len(values)
     return summary
 

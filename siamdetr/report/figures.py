@@ -3,7 +3,6 @@ epoch, every method), as PNG and SVG. Mean over seeds, with a band of ± one sta
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from siamdetr.report.paper import PaperTable  # noqa: E402
 from siamdetr.report.runs import IOU_POINTS  # noqa: E402
+from siamdetr.spread import mean_std
 
 METHOD_STYLE = {
     "from scratch": ("tab:gray", "--"),
@@ -27,8 +27,7 @@ AREAS = (("AP", "all objects"), ("APs", "small"), ("APm", "medium"), ("APl", "la
 
 
 def _band(ax, xs: list[float], samples: list[list[float]], label: str, colour: str, style: str) -> None:
-    mean = [statistics.fmean(s) for s in samples]
-    std = [statistics.stdev(s) if len(s) > 1 else 0.0 for s in samples]
+    mean, std = zip(*(mean_std(s) for s in samples), strict=True)
     ax.plot(xs, mean, style, color=colour, marker="o", markersize=3, label=f"{label} (n={min(map(len, samples))})")
     lower = [max(0.0, m - s) for m, s in zip(mean, std, strict=True)]  # AP is never negative
     ax.fill_between(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from siamdetr.spread import mean_std
 from siamdetr.tracking import EXPERIMENT
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -101,7 +101,7 @@ def summary(df: pd.DataFrame, run_key: str, metric: str) -> tuple[float, float, 
     values = [float(v) for v in df.loc[df["run_key"] == run_key, metric] if pd.notna(v)]
     if not values:
         return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+    return (*mean_std(values), len(values))
 
 
 def metric_curves(tracking_uri: str, run_ids: Iterable[str], metric: str = "AP") -> dict[str, dict[int, float]]:

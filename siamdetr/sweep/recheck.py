@@ -13,7 +13,6 @@ exclude zero?
 from __future__ import annotations
 
 import logging
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from siamdetr.grid import load_runs, seeds_of
 from siamdetr.report.reading import paired
+from siamdetr.spread import mean_std
 from siamdetr.sweep import trial
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,7 @@ def recheck(plan: Any, study: optuna.Study, workers: int = 1) -> dict[str, Any]:
     for (_, name, values, _, seed), score in zip(jobs, scores, strict=True):
         results.setdefault(name, {"values": values, "per_seed": {}})["per_seed"][seed] = score
     for r in results.values():
-        r["mean"] = statistics.fmean(r["per_seed"].values())
-        r["std"] = statistics.stdev(r["per_seed"].values()) if len(r["per_seed"]) > 1 else 0.0
+        r["mean"], r["std"] = mean_std(r["per_seed"].values())
     rows = [{"run_key": n, "seed": s, metric: v} for n, r in results.items() for s, v in r["per_seed"].items()]
     return {"metric": metric, "seeds": seeds, "candidates": results, **verdict(results, pd.DataFrame(rows), metric)}
 
