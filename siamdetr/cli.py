@@ -230,12 +230,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from siamdetr.sweep.stage import prepare, run_sweep
+    from siamdetr.stages import sweep
 
-    plan = prepare(
+    plan = sweep.prepare(
         layers_from_args(args), args.space, args.study, args.storage, args.n_trials, args.workers, args.out_dir
     )
-    written = run_sweep(plan, args.workers, args.search_only, args.report_dir)
+    written = sweep.run(plan, args.workers, args.search_only, args.report_dir)
     if written:
         print(f"study {plan.study}: wrote {args.report_dir / plan.study / 'index.md'} (best.yaml, trials.csv, figures)")
 

@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 from siamdetr.config import SynthConfig, load_config  # noqa: E402
 from siamdetr.data.synthetic import write_synthetic  # noqa: E402
 
+pytest_plugins = ["tests.sweep_workspace"]
+
 
 @pytest.fixture(scope="session")
 def smoke_cfg():

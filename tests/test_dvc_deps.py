@@ -22,7 +22,7 @@ STAGE_MODULES = {
     "pretrain": ["siamdetr.stages.pretrain", "siamdetr.grid"],  # --stage NAME is resolved by the grid
     "finetune": ["siamdetr.stages.finetune", "siamdetr.grid"],
     "report": ["siamdetr.stages.report"],
-    "sweep": ["siamdetr.sweep.stage"],
+    "sweep": ["siamdetr.stages.sweep"],
 }
 
 

@@ -154,7 +154,7 @@ class RegionPretrainer(nn.Module):
         region = self.region_proj(features)
         return region.repeat(1, math.ceil(num_queries / region.shape[1]), 1)[:, :num_queries]
 
-    def locate(
+    def detect(
         self, memory: Memory, extra_pos: Tensor | None, target_boxes: list[Tensor]
     ) -> tuple[dict[str, Tensor], Tensor, list[Indices], float]:
         """Decode the learned queries (+ region conditioning) against `memory`: L_loc of every decoder layer,
@@ -170,11 +170,11 @@ class RegionPretrainer(nn.Module):
         losses, indices = set_losses_per_layer(self.criterion, logits, boxes, targets)
         return losses, hs, indices, num_boxes_across_processes(targets, hs.device)
 
-    def detect(
+    def detect_regions(
         self, memory: Memory, extra_pos: Tensor | None, target_boxes: list[Tensor], target_features: Tensor | None
     ) -> dict[str, Tensor]:
         """L_loc and, given target features, L_r, for every decoder layer."""
-        losses, hs, indices, num_boxes = self.locate(memory, extra_pos, target_boxes)
+        losses, hs, indices, num_boxes = self.detect(memory, extra_pos, target_boxes)
         if target_features is not None:
             losses |= region_losses_per_layer(self.sem_head(hs), target_features, indices, num_boxes)
         return losses

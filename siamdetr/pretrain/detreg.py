@@ -26,6 +26,6 @@ class DETReg(RegionPretrainer):
         counts = [len(b) for b in view.boxes]
         embeddings = patch_features(self.detr.backbone, view.patches, self.level).split(counts)
         memory = self.encode(self.backbone_levels(view), view.mask)
-        losses, hs, indices, _ = self.locate(memory, None, normalised_cxcywh(view.boxes, view.sizes))
+        losses, hs, indices, _ = self.detect(memory, None, normalised_cxcywh(view.boxes, view.sizes))
         losses["loss_embed"] = embedding_l1_loss(self.sem_head(hs[-1]), list(embeddings), indices[-1])
         return losses

@@ -79,7 +79,7 @@ class SiameseDETR(RegionPretrainer):
             n = view.boxes[0].shape[0]
             z = object_features_per_level(fmaps, self.strides, view.query_boxes).view(len(view.boxes), n, -1)
             branches.append(
-                self.detect(
+                self.detect_regions(
                     memories[dst],
                     self.region_queries(z, num_queries),
                     normalised_cxcywh(views[dst].boxes, views[dst].sizes),

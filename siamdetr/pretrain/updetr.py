@@ -28,4 +28,4 @@ class UPDETR(RegionPretrainer):
         queries = self.region_queries(patches, self.detr.query_embed.num_embeddings)
         if view.query_keep is not None:
             queries = queries * view.query_keep[..., None]
-        return self.detect(memory, queries, normalised_cxcywh(view.boxes, view.sizes), patches)
+        return self.detect_regions(memory, queries, normalised_cxcywh(view.boxes, view.sizes), patches)

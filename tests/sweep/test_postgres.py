@@ -19,7 +19,7 @@ import mlflow
 import optuna
 import pytest
 
-from tests.sweep.conftest import write_space
+from tests.sweep_workspace import write_space
 
 
 def pg_bin() -> Path | None:

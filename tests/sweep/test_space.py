@@ -8,7 +8,7 @@ import pytest
 from siamdetr.cli import main
 from siamdetr.config import ConfigError
 from siamdetr.sweep.space import load_space
-from tests.sweep.conftest import ROOT, write_space
+from tests.sweep_workspace import ROOT, write_space
 
 SHIPPED = ROOT / "experiments" / "sweep.yaml"
 
@@ -95,7 +95,7 @@ def test_bad_command_line_values_are_one_line(workspace, capsys, args, message):
     ],
 )
 def test_the_pruner_is_the_one_the_file_names(tmp_path, pruner, expected):
-    from siamdetr.sweep.stage import make_pruner
+    from siamdetr.stages.sweep import make_pruner
 
     (tmp_path / "experiments").mkdir()
     space = load_space(write_space(tmp_path, pruner=pruner))

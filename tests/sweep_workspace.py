@@ -1,4 +1,6 @@
-"""A smoke-profile workspace with the inputs a sweep reads (prepared data, trunk, EdgeBoxes store), made once."""
+"""A smoke-profile workspace with the inputs a sweep reads (prepared data, trunk, EdgeBoxes store), made once
+per session; a plugin of the root conftest, since the sweep stage's tests (tests/stages) and the sweep
+library's (tests/sweep) both use it."""
 
 import os
 import shutil
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[1]
 PARAMS = "profile: smoke\nmodel: {backbone_checkpoint: runs/backbone/backbone.pth}\n"
 
 

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from siamdetr.grid import Layers
-from siamdetr.sweep import stage, trial
-from tests.sweep.conftest import write_space
+from siamdetr.stages import sweep as stage
+from siamdetr.sweep import trial
+from tests.sweep_workspace import write_space
 
 LAYERS = Layers("params.yaml", None, (), ("grid.epoch_scale=0.04",))  # smoke fine-tunes: 2 epochs, AP each
 FAILING, PRUNED = 1, 2
@@ -52,13 +53,13 @@ def trial_runs():
 def test_a_sweep_with_a_failed_and_a_pruned_trial_completes_and_mlflow_agrees(workspace, rigged):
     space = write_space(workspace, n_trials=4, recheck={"top_k": 2})
     first = stage.prepare(LAYERS, space, n_trials=2)
-    stage.run_sweep(first, search_only=True)
+    stage.run(first, search_only=True)
     study = optuna.load_study(study_name=first.study, storage=first.storage)
     started = {t.number: t.datetime_start for t in study.trials}
     assert len(started) == 2
 
     plan = stage.prepare(LAYERS, space)  # the same command with the file's 4 trials: resumes
-    written = stage.run_sweep(plan)
+    written = stage.run(plan)
     study = optuna.load_study(study_name=plan.study, storage=plan.storage)
     states = {t.number: t.state for t in study.trials}
     assert states == {
@@ -96,7 +97,7 @@ def test_a_sweep_with_a_failed_and_a_pruned_trial_completes_and_mlflow_agrees(wo
 
     done = workspace / "runs" / "sweeps" / plan.study / "defaults" / "finetune" / "s1" / "done.json"
     before = done.stat().st_mtime_ns, json.loads(done.read_text())
-    stage.run_sweep(stage.prepare(LAYERS, space))  # a third run: nothing left to train
+    stage.run(stage.prepare(LAYERS, space))  # a third run: nothing left to train
     assert len(optuna.load_study(study_name=plan.study, storage=plan.storage).trials) == 4
     assert (done.stat().st_mtime_ns, json.loads(done.read_text())) == before
 

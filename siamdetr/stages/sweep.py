@@ -236,7 +236,7 @@ def _worker(plan: Plan, worker: int) -> None:
     search(plan, worker, threads=1)
 
 
-def run_sweep(plan: Plan, workers: int = 1, search_only: bool = False, report_root: str | Path = "reports/sweeps"):
+def run(plan: Plan, workers: int = 1, search_only: bool = False, report_root: str | Path = "reports/sweeps"):
     """Search (in `workers` processes of one thread each when > 1), then re-check and report."""
     from siamdetr.sweep import recheck, report
 
