@@ -278,8 +278,9 @@ def execute(jobs: list[Job], workers: int = 1, train: Train = train_job) -> dict
             log.info("%s seed %d: already finished (%s); skipped", job.run.name, job.seed, job.out / DONE)
             results[job.run.name, job.seed] = done
     if workers <= 1 or len(pending) <= 1:
+        threads = None if workers <= 1 else 1  # a lone job left of a pooled grid trains as the pool would
         for job in pending:
-            results[job.run.name, job.seed] = _finish(job, train(job, None))
+            results[job.run.name, job.seed] = _finish(job, train(job, threads))
     else:
         results |= _execute_in_pool(pending, workers, train)
     summaries: dict[str, Any] = {}

@@ -128,6 +128,19 @@ def git_commit() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+def compute_tags() -> dict[str, str]:
+    """What a CPU result depends on beyond code, config and seed: float kernels differ by instruction set
+    and reductions by thread count, so one seed reproduces bit for bit only where these match."""
+    import torch
+
+    return {
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": str(torch.get_num_threads()),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -176,6 +189,7 @@ class RunLogger:
             "seed": cfg.seed,
             "git_commit": git_commit(),
             "params_hash": cfg.params_hash(),
+            **compute_tags(),
             **tags,
         }
         if os.environ.get("DVC_EXP_NAME"):

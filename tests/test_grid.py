@@ -9,6 +9,7 @@ import yaml
 
 from siamdetr.config import ConfigError, load_config
 from siamdetr.grid import (
+    DONE,
     execute,
     load_runs,
     plan,
@@ -185,6 +186,9 @@ def test_execute_runs_pending_seeds_once_in_any_number_of_processes(tmp_path, wo
         (job.out / "trained").unlink()
     assert execute(jobs, workers, fake_train) == summaries  # every seed is done: nothing retrains
     assert not any((j.out / "trained").exists() for j in jobs)
+    (jobs[0].out / DONE).unlink()  # one seed left to redo (a resumed grid): same thread count as before
+    assert execute(jobs, workers, fake_train) == summaries
+    assert (jobs[0].out / "trained").read_text() == ("None" if workers == 1 else "1")
 
 
 def test_finetunes_start_from_their_seeds_pretraining_or_the_first_pretraining_seed(tmp_path):

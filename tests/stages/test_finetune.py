@@ -147,6 +147,9 @@ def test_each_fine_tune_is_one_mlflow_run_with_config_tags_and_per_epoch_ap(prep
         "voc",
     )
     assert (tags["seed"], tags["profile"]) == ("7", "smoke") and tags["git_commit"]
+    # what else a bit-for-bit rerun needs to match: the instruction set and thread count the kernels ran with
+    assert tags["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert tags["torch_threads"] == str(torch.get_num_threads()) and tags["device"] == "cpu"
     assert run.data.params["model.variant"] == "conditional" and run.data.params["finetune.epochs"] == "2"
     ap = client.get_metric_history(run.info.run_id, "AP")
     assert [m.step for m in ap] == [0, 1]  # evaluated every epoch (Figure 6)
