@@ -128,16 +128,17 @@ def git_commit() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
-def compute_tags() -> dict[str, str]:
+def compute_tags(device: str = "cpu") -> dict[str, str]:
     """What a CPU result depends on beyond code, config and seed: float kernels differ by instruction set
-    and reductions by thread count, so one seed reproduces bit for bit only where these match."""
+    and reductions by thread count, so one seed reproduces bit for bit only where these match. `device` is
+    the one the run computed on (a machine with a GPU may still run on CPU)."""
     import torch
 
     return {
         "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": str(torch.get_num_threads()),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": str(device),
     }
 
 
@@ -167,7 +168,15 @@ def mark_killed(run_id: str) -> None:
 class RunLogger:
     """Logs params, tags, metrics and artifacts of one run; a no-op off rank 0 or without MLflow."""
 
-    def __init__(self, cfg: Config, stage: str, run_name: str, tags: Mapping[str, Any], enabled: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        stage: str,
+        run_name: str,
+        tags: Mapping[str, Any],
+        enabled: bool = True,
+        device: str = "cpu",
+    ) -> None:
         self.run_id: str | None = None
         self._mlflow = None
         self._logged: list[list[Any]] = []  # [step, metrics] as logged, for a resumed run to replay
@@ -189,7 +198,7 @@ class RunLogger:
             "seed": cfg.seed,
             "git_commit": git_commit(),
             "params_hash": cfg.params_hash(),
-            **compute_tags(),
+            **compute_tags(device),
             **tags,
         }
         if os.environ.get("DVC_EXP_NAME"):

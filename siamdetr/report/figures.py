@@ -136,10 +136,13 @@ def _from_zero(ax: plt.Axes) -> None:
 
 
 def _save(fig: plt.Figure, out: Path) -> None:
-    """PNG and SVG, each written to a temp name and renamed."""
+    """PNG and SVG, each written to a temp name and renamed. Byte-identical for identical data: no date in
+    the metadata and SVG element ids from a fixed salt, so a rerun's figures diff clean."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "svg"):
         tmp = out.with_name(f".{out.name}.tmp.{ext}")
-        fig.savefig(tmp, dpi=150 if ext == "png" else None, format=ext)
+        with matplotlib.rc_context({"svg.hashsalt": "siamdetr"}):
+            metadata = {"Date": None} if ext == "svg" else None
+            fig.savefig(tmp, dpi=150 if ext == "png" else None, format=ext, metadata=metadata)
         tmp.replace(out.with_suffix(f".{ext}"))
     plt.close(fig)

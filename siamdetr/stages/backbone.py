@@ -237,7 +237,9 @@ def run(cfg: Config, on_step: StepHook | None = None) -> dict[str, Any]:
 
     def open_run() -> RunLogger:
         tags = {"method": b.method, "backbone": "small"}
-        return RunLogger(cfg, "backbone", f"backbone-{b.method}-small-s{cfg.seed}", tags, dist_info.is_main)
+        return RunLogger(
+            cfg, "backbone", f"backbone-{b.method}-small-s{cfg.seed}", tags, dist_info.is_main, str(dist_info.device)
+        )
 
     def train_epoch(epoch: int, run: RunLogger) -> dict[str, Any]:
         loader = make_loader(ds, cfg, dist_info, epoch)

@@ -217,7 +217,7 @@ def run(
 
     def open_run() -> RunLogger:
         name = f"finetune-{cfg.model.variant}-{f.dataset}-s{cfg.seed}"
-        return RunLogger(cfg, "finetune", name, run_tags, enabled=dist_info.is_main)
+        return RunLogger(cfg, "finetune", name, run_tags, enabled=dist_info.is_main, device=str(dist_info.device))
 
     def train_epoch(epoch: int, run: RunLogger) -> dict[str, Any]:
         loader = make_loader(train_ds, per_process, True, cfg, dist_info, epoch)

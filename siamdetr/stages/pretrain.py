@@ -194,6 +194,7 @@ def run(cfg: Config, on_step: StepHook | None = None, tags: Mapping[str, Any] | 
             f"pretrain-{p.method}-{cfg.model.variant}-{p.dataset}-s{cfg.seed}",
             {**(tags or {}), **meta, "pretrain_dataset": p.dataset, "queries": cfg.model.num_queries},
             enabled=dist_info.is_main,
+            device=str(dist_info.device),
         )
 
     def train_epoch(epoch: int, run: RunLogger) -> dict[str, Any]:

@@ -43,6 +43,15 @@ def test_every_table_and_figure_is_written(report):
     assert "![Figure 4](figures/figure4.png)" in index and "## Table 3" in index
 
 
+def test_a_rebuild_from_the_same_runs_gives_the_same_figure_bytes(report, store, tmp_path):
+    out, _, _ = report
+    uri, _, _ = store
+    cfg = load_config(params=None, overrides=[f"finetune.out_dir={tmp_path / 'none'}"], check_paths=False)
+    build_reports(cfg, tmp_path / "again", uri)
+    for name in ("figure4.svg", "figure4.png", "figure6.svg", "figure6.png"):
+        assert (tmp_path / "again" / "figures" / name).read_bytes() == (out / "figures" / name).read_bytes(), name
+
+
 def test_cells_are_mean_std_n_and_the_difference_to_the_paper(report):
     out, _, _ = report
     md = (out / "tables" / "table2.md").read_text()
