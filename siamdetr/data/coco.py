@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.tv_tensors import BoundingBoxes
 
 from siamdetr.data.images import BadImagePolicy, elongation, read_image
@@ -154,6 +154,7 @@ class CocoDetection(Dataset):
         on_bad_image: BadImagePolicy = "skip",
         include_crowd: bool = False,
         max_aspect: float = float("inf"),
+        cache_bytes: int = 0,
     ) -> None:
         self.images_dir = Path(images_dir)
         self.annotations = Path(annotations)
@@ -170,6 +171,9 @@ class CocoDetection(Dataset):
         self.on_bad_image = on_bad_image
         self.include_crowd = include_crowd
         self.max_aspect = max_aspect  # longer / shorter side; beyond it an image is bad (skipped and counted)
+        self.cache_bytes = cache_bytes  # > 0 only for deterministic transforms: see __getitem__
+        self._cache: dict[int, dict[str, Any] | None] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -190,6 +194,20 @@ class CocoDetection(Dataset):
         }
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """A sample, from memory when its transforms are deterministic and it fits `cache_bytes`: decoding
+        and transforming a 64-px image costs as much as a frozen trunk's forward pass (tiny profile)."""
+        if index in self._cache:
+            sample = self._cache[index]
+            return None if sample is None else {"image": sample["image"], "target": dict(sample["target"])}
+        sample = self._load(index)
+        size = 0 if sample is None else sample["image"].nbytes
+        if self._cached_bytes + size <= self.cache_bytes and get_worker_info() is None:  # workers die each epoch
+            self._cache[index] = sample
+            self._cached_bytes += size
+            return None if sample is None else {"image": sample["image"], "target": dict(sample["target"])}
+        return sample
+
+    def _load(self, index: int) -> dict[str, Any] | None:
         image_id = self.ids[index]
         path = self.images_dir / self.coco.imgs[image_id]["file_name"]
         image = read_image(path, self.on_bad_image)

@@ -164,3 +164,17 @@ def test_an_image_not_the_size_its_annotation_says_or_too_elongated_is_skipped_o
         strict[1]
     with pytest.raises(BadImageError, match=r"strip.png: aspect ratio 40:1 is above the model's 10:1"):
         strict[2]
+
+
+def test_the_memory_cache_returns_the_read_sample_and_stops_at_its_byte_cap(coco_paths):
+    images, ann_file = coco_paths
+    read = CocoDetection(images, ann_file)
+    one_image = read[0]["image"].nbytes
+    cached = CocoDetection(images, ann_file, cache_bytes=2 * one_image)
+    for index in (0, 1, 2, 0, 1, 2):
+        a, b = cached[index], read[index]
+        assert torch.equal(a["image"], b["image"]) and a["target"]["image_id"] == b["target"]["image_id"]
+        assert torch.equal(a["target"]["boxes"], b["target"]["boxes"])
+    assert sorted(cached._cache) == [0, 1]  # the third image would pass the cap: read each time
+    cached[0]["target"]["extra"] = 1  # a caller's change to a sample's target stays out of the cache
+    assert "extra" not in cached[0]["target"]

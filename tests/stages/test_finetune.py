@@ -62,6 +62,16 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(prepared, t
     )
 
 
+def test_samples_kept_in_memory_train_exactly_as_samples_read_each_epoch(prepared, tmp_path, monkeypatch):
+    cached = finetune(smoke(prepared, tmp_path / "cached", "finetune.augment=false"))
+    monkeypatch.setattr("siamdetr.stages.finetune.SAMPLE_CACHE_BYTES", 0)
+    read = finetune(smoke(prepared, tmp_path / "read", "finetune.augment=false"))
+    assert cached == read
+    a = load_checkpoint(tmp_path / "cached" / CHECKPOINT)["model"]
+    b = load_checkpoint(tmp_path / "read" / CHECKPOINT)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_finished_run_is_not_trained_again(prepared, tmp_path):
     cfg = smoke(prepared, tmp_path / "run", "finetune.epochs=1")
     first = finetune(cfg)
