@@ -7,6 +7,7 @@ for detection (`torchvision.ops.FrozenBatchNorm2d`); the small ResNet keeps ordi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Literal
@@ -160,11 +161,54 @@ class Backbone(nn.Module):
             if not trainable or name_.startswith(frozen_prefixes):
                 p.requires_grad_(False)
 
+        self.cache: FeatureCache | None = None
+
+    def cache_features(self, max_bytes: int) -> None:
+        """Run the trunk once per distinct image: for a frozen trunk fed the same images every epoch (a
+        fine-tune without augmentation, and every evaluation). An image is its padded tensor, so one padded
+        to another batch's size is another entry, and its features are those the batch would give."""
+        if any(p.requires_grad for p in self.body.parameters()):
+            raise ValueError("only a frozen trunk's features can be cached")
+        self.cache = FeatureCache(max_bytes)
+
     def forward(self, images: Tensor, mask: Tensor) -> list[tuple[Tensor, Tensor]]:
-        feats = self.body(images)
+        feats = self.body(images) if self.cache is None else self.cache.features(self.body, images, self.levels)
         out = []
         for lv in self.levels:
             f = feats[lv]
             m = F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0]
             out.append((f, m))
         return out
+
+
+class FeatureCache:
+    """Trunk outputs keyed by the image's content (a 128-bit hash of its bytes and its shape), up to
+    `max_bytes`. Each image is run through the trunk on its own: a convolution's result can differ in the
+    last bit with the batch it is computed in, and computing alone makes an image's features one function of
+    the image, whichever batch first brought it (so a resumed run equals an uninterrupted one)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.store: dict[bytes, dict[str, Tensor]] = {}
+
+    @staticmethod
+    def key(image: Tensor) -> bytes:
+        data = image.detach().cpu().contiguous().numpy().tobytes()
+        return hashlib.blake2b(data, digest_size=16).digest() + str(tuple(image.shape)).encode()
+
+    @torch.no_grad()
+    def features(self, body: nn.Module, images: Tensor, levels: tuple[str, ...]) -> dict[str, Tensor]:
+        per_image = []
+        for image in images:
+            key = self.key(image)
+            feats = self.store.get(key)
+            if feats is None:
+                computed = body(image[None])
+                feats = {lv: computed[lv][0] for lv in levels}
+                size = sum(f.numel() * f.element_size() for f in feats.values())
+                if self.bytes + size <= self.max_bytes:
+                    self.store[key] = feats
+                    self.bytes += size
+            per_image.append(feats)
+        return {lv: torch.stack([f[lv] for f in per_image]) for lv in levels}

@@ -12,6 +12,7 @@ from PIL import Image
 
 from siamdetr.config import load_config
 from siamdetr.engine.checkpoint import CHECKPOINT, load_checkpoint
+from siamdetr.models.backbone import Backbone
 from siamdetr.models.variants import build_detector
 from siamdetr.stages.data import run as prepare_data
 from siamdetr.stages.finetune import METRICS, build_optimizer
@@ -39,8 +40,12 @@ def smoke(prepared: Path, out: Path, *extra: str):
     )
 
 
-def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(prepared, tmp_path):
-    whole = finetune(smoke(prepared, tmp_path / "whole"))
+FROZEN_TRUNK_NO_AUGMENTATION = ("model.train_backbone=false", "finetune.augment=false", "finetune.train_scales=[64]")
+
+
+@pytest.mark.parametrize("settings", [(), FROZEN_TRUNK_NO_AUGMENTATION], ids=["default", "trunk-features-cached"])
+def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(prepared, tmp_path, settings):
+    whole = finetune(smoke(prepared, tmp_path / "whole", *settings))
     calls = []
 
     def kill_in_second_epoch(step, losses):
@@ -49,10 +54,10 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(prepared, t
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        finetune(smoke(prepared, tmp_path / "resumed"), on_step=kill_in_second_epoch)
+        finetune(smoke(prepared, tmp_path / "resumed", *settings), on_step=kill_in_second_epoch)
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 0
     assert not (tmp_path / "resumed" / METRICS).exists()
-    resumed = finetune(smoke(prepared, tmp_path / "resumed"))
+    resumed = finetune(smoke(prepared, tmp_path / "resumed", *settings))
     assert resumed == whole
     a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)["model"]
     b = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["model"]
@@ -70,6 +75,26 @@ def test_samples_kept_in_memory_train_exactly_as_samples_read_each_epoch(prepare
     a = load_checkpoint(tmp_path / "cached" / CHECKPOINT)["model"]
     b = load_checkpoint(tmp_path / "read" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_frozen_trunk_without_augmentation_runs_once_per_image(prepared, tmp_path, monkeypatch):
+    caches, trunk_calls = [], []
+    cache_features = Backbone.cache_features
+
+    def spy(backbone, max_bytes):
+        cache_features(backbone, max_bytes)
+        caches.append(backbone.cache)
+        body = backbone.body.forward
+        backbone.body.forward = lambda x: trunk_calls.append(len(x)) or body(x)
+
+    monkeypatch.setattr(Backbone, "cache_features", spy)
+    finetune(smoke(prepared, tmp_path / "run", *FROZEN_TRUNK_NO_AUGMENTATION))
+    (cache,) = caches
+    seen = 2 * 6 + 2 * 4  # two epochs of the 6 VOC-like trainval images, two evaluations of the 4 test images
+    # one trunk pass per distinct (image, padded size), none repeated: an image padded alike is a hit
+    assert trunk_calls == [1] * len(cache.store) and 6 + 4 <= len(cache.store) < seen
+    finetune(smoke(prepared, tmp_path / "augmented", "model.train_backbone=false"))
+    assert len(caches) == 1  # augmented images differ every epoch: no cache
 
 
 def test_a_finished_run_is_not_trained_again(prepared, tmp_path):
