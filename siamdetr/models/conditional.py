@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
+from siamdetr.models.attention import Dropout, attend, split_heads
 from siamdetr.models.heads import MLP
 from siamdetr.models.memory import Memory
 from siamdetr.models.position import box_sine
 from siamdetr.models.transformer import FeedForward, Transformer, xavier_init
-
-
-def split_heads(x: Tensor, nhead: int) -> Tensor:
-    """[B, L, C] → [B, heads, L, C / heads]."""
-    b, n, c = x.shape
-    return x.view(b, n, nhead, c // nhead).transpose(1, 2)
 
 
 class ConditionalDecoderLayer(nn.Module):
@@ -40,15 +34,12 @@ class ConditionalDecoderLayer(nn.Module):
         self.ca_q_sine = nn.Linear(d_model, d_model)
         self.ca_out = nn.Linear(d_model, d_model)
         self.dropout_p = dropout
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor | None) -> Tensor:
-        mask = None if key_padding is None else ~key_padding[:, None, None, :]
-        p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return out.transpose(1, 2).flatten(2)
+        return attend(q, k, v, key_padding, self.dropout_p if self.training else 0.0)
 
     def forward(self, tgt: Tensor, query_pos: Tensor, query_sine: Tensor, memory: Memory) -> Tensor:
         h = self.nhead

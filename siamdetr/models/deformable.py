@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from siamdetr.models.attention import Dropout, MultiheadAttention
 from siamdetr.models.memory import Memory, flatten_levels
 from siamdetr.models.transformer import FeedForward, clones, xavier_init
 
@@ -143,7 +144,7 @@ class DeformableEncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, nhead, n_points)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
@@ -161,15 +162,15 @@ class DeformableDecoderLayer(nn.Module):
         self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, n_levels: int, n_points: int
     ) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout)
         self.cross_attn = MSDeformAttn(d_model, n_levels, nhead, n_points)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, memory: Memory) -> Tensor:
         q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)))
         attended = self.cross_attn(
             tgt + query_pos,
             reference_points,

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from siamdetr.models.attention import Dropout, MultiheadAttention
 from siamdetr.models.memory import Memory, flatten_levels
 
 
@@ -32,8 +33,8 @@ class FeedForward(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout_out = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
+        self.dropout_out = Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,32 +44,32 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.dropout = nn.Dropout(dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
     def forward(self, src: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         q = k = src + pos
-        attended = self.self_attn(q, k, src, key_padding_mask=mask, need_weights=False)[0]
+        attended = self.self_attn(q, k, src, key_padding_mask=mask)
         return self.ffn(self.norm(src + self.dropout(attended)))
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout)
+        self.cross_attn = MultiheadAttention(d_model, nhead, dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt: Tensor, query_pos: Tensor, memory: Memory) -> Tensor:
         q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)))
         attended = self.cross_attn(
-            tgt + query_pos, memory.tokens + memory.pos, memory.tokens, key_padding_mask=memory.mask, need_weights=False
-        )[0]
+            tgt + query_pos, memory.tokens + memory.pos, memory.tokens, key_padding_mask=memory.mask
+        )
         return self.ffn(self.norm2(tgt + self.dropout2(attended)))
 
 
