@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from siamdetr.io import atomic_write_text
 from siamdetr.models import attention, conditional
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune_epoch import seconds_per_epoch  # noqa: E402
+from finetune_epoch import machine_facts, seconds_per_epoch  # noqa: E402
 
 
 def milliseconds(fn, repeats: int = 20) -> float:
@@ -87,11 +86,7 @@ def main() -> None:
             "tiny", args.prepared, args.epochs, "samples+trunk", Path(tmp)
         )
     result = {
-        "threads": 1,
-        "cpus": os.cpu_count(),
-        "load_average_at_start": load,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **machine_facts(load),
         "micro_ms_2_56M_elements": {k: round(v, 2) for k, v in micro.items()},
         "tiny_epochs_per_run": args.epochs,
         "tiny_s_per_epoch": {k: round(v, 2) for k, v in epochs.items()},

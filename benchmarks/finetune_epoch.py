@@ -57,6 +57,17 @@ def seconds_per_epoch(profile: str, prepared: Path, epochs: int, name: str, tmp:
     return (time.perf_counter() - start) / epochs, metrics
 
 
+def machine_facts(load: float) -> dict:
+    """What a one-thread timing depends on, for the results file."""
+    return {
+        "threads": 1,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load,
+        "machine": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="tiny")
@@ -79,11 +90,7 @@ def main() -> None:
         "profile": args.profile,
         "epochs_per_run": args.epochs,
         "repeats": args.repeats,
-        "threads": 1,
-        "cpus": os.cpu_count(),
-        "load_average_at_start": load,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **machine_facts(load),
         "s_per_epoch": {name: round(s, 2) for name, s in median.items()},
         "ratio_over_read": {name: round(s / median["read"], 3) for name, s in median.items()},
         # the sample cache changes no bit; the trunk's features, computed an image at a time rather than in
