@@ -1,8 +1,10 @@
 """Seconds per fine-tuning epoch through the real stage (loading, transforms, steps, evaluation), one thread,
-in three configurations alternated in one run, so the ratios are measured on one machine under one load:
-every image read and transformed every epoch and the trunk run on every batch (`read`); samples kept in
-memory (`samples`); samples kept and the frozen trunk's features kept per (padded) image (`samples+trunk`,
-what the tiny profile does). Needs a prepared dataset (`dvc repro data`, or `siamdetr data prepare`).
+in four configurations alternated in one run, so the ratios are measured on one machine under one load.
+With the trunk frozen: every image read and transformed every epoch and the trunk run on every batch
+(`read`); samples kept in memory (`samples`); samples kept and the frozen trunk's features kept per
+(padded) image (`samples+trunk`). With the trunk fine-tuned as the paper does (layer2-4 at
+finetune.lr_backbone), samples kept (`trained trunk`, what the tiny profile does). Needs a prepared dataset
+(`dvc repro data`, or `siamdetr data prepare`).
 
 python benchmarks/finetune_epoch.py [--profile tiny] [--prepared data/prepared] [--epochs 3] [--repeats 1]
     → benchmarks/results/finetune_epoch.json
@@ -26,15 +28,17 @@ from siamdetr.config import load_config
 from siamdetr.io import atomic_write_text
 from siamdetr.stages import finetune
 
-CONFIGURATIONS = {  # name → (sample cache, trunk-feature cache)
-    "read": (False, False),
-    "samples": (True, False),
-    "samples+trunk": (True, True),
+CONFIGURATIONS = {  # name → (sample cache, trunk-feature cache, trunk trained)
+    "read": (False, False, False),
+    "samples": (True, False, False),
+    "samples+trunk": (True, True, False),
+    "trained trunk": (True, False, True),
 }
 
 
 def seconds_per_epoch(profile: str, prepared: Path, epochs: int, name: str, tmp: Path) -> tuple[float, dict]:
-    out = tmp / f"run-{name}-{time.monotonic_ns()}"
+    out = tmp / f"run-{name.replace(' ', '-')}-{time.monotonic_ns()}"
+    samples, trunk, trained = CONFIGURATIONS[name]
     cfg = load_config(
         params=None,
         profile=profile,
@@ -45,9 +49,9 @@ def seconds_per_epoch(profile: str, prepared: Path, epochs: int, name: str, tmp:
             f"finetune.lr_drop={epochs}",
             f"finetune.eval_every={epochs}",
             "model.backbone_checkpoint=null",
+            f"model.train_backbone={str(trained).lower()}",
         ],
     )
-    samples, trunk = CONFIGURATIONS[name]
     with (
         mock.patch.object(finetune, "SAMPLE_CACHE_BYTES", finetune.SAMPLE_CACHE_BYTES if samples else 0),
         mock.patch.object(finetune, "TRUNK_CACHE_BYTES", finetune.TRUNK_CACHE_BYTES if trunk else 0),

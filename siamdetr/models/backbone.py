@@ -25,6 +25,7 @@ from siamdetr.engine.checkpoint import load_checkpoint
 log = logging.getLogger(__name__)
 
 LEVELS = ("C3", "C4", "C5")
+FROZEN_STEM = ("conv1", "bn1", "layer1")  # DETR trains layer2-4 only; the small ResNet names its stages alike
 DROPPED_PREFIXES = ("projection_head.", "prototypes.", "fc.")  # SwAV heads and the classifier
 
 
@@ -149,16 +150,14 @@ class Backbone(nn.Module):
         if name == "resnet50":
             self.body = create_feature_extractor(trunk, {"layer2": "C3", "layer3": "C4", "layer4": "C5"})
             channels, strides = {"C3": 512, "C4": 1024, "C5": 2048}, {"C3": 8, "C4": 16, "C5": 16 if dilation else 32}
-            frozen_prefixes = ("conv1", "bn1", "layer1")  # DETR trains layer2-4 of ResNet-50
         else:
             self.body = trunk
             channels, strides = trunk.channels, trunk.strides
-            frozen_prefixes = ()
         self.level_channels = dict(channels)  # every level's, also those not returned (DETReg pools C3)
         self.num_channels = [channels[lv] for lv in self.levels]
         self.strides = [strides[lv] for lv in self.levels]
         for name_, p in self.body.named_parameters():
-            if not trainable or name_.startswith(frozen_prefixes):
+            if not trainable or name_.startswith(FROZEN_STEM):
                 p.requires_grad_(False)
 
         self.cache: FeatureCache | None = None

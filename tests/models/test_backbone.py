@@ -44,6 +44,13 @@ def test_resnet50_levels_channels_strides_and_frozen_stem():
     assert any(n.startswith("body.conv1") for n in frozen) and not any("layer4" in n for n in frozen)
 
 
+def test_small_backbone_trains_layer2_to_4_as_detr_does():
+    bb = Backbone("small", ("C5",), small_width=8)
+    trained = {n.split(".")[1] for n, p in bb.named_parameters() if p.requires_grad}
+    assert trained == {"layer2", "layer3", "layer4"}
+    assert not any(p.requires_grad for p in Backbone("small", ("C5",), trainable=False, small_width=8).parameters())
+
+
 def test_small_backbone_keeps_an_8x8_c5_on_128_pixels():
     bb = Backbone("small", ("C5",))
     ((f, m),) = bb(torch.zeros(2, 3, 128, 128), torch.zeros(2, 128, 128, dtype=torch.bool))
