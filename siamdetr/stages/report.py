@@ -6,6 +6,7 @@ import fnmatch
 import json
 import logging
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from siamdetr.config import Config
 from siamdetr.io import atomic_write_json, atomic_write_text
 from siamdetr.report.figures import figure4, figure6
 from siamdetr.report.paper import PaperTable, load_paper
-from siamdetr.report.reading import Claim, claims
+from siamdetr.report.reading import CURVE, Claim, claims
 from siamdetr.report.runs import finetune_runs, metric_curves, select_matching, workspace_results
 from siamdetr.report.tables import TableData, build_table, to_csv, to_latex, to_markdown
 from siamdetr.tracking import redact
@@ -53,8 +54,12 @@ def run(cfg: Config, out: Path, tracking_uri: str) -> dict[str, Any]:
         "Figure 4. AP on COCO(-like) against IoU threshold, Conditional DETR (mean ± std over seeds)",
         fig_dir / "figure4",
     )
-    curve_ids = [] if runs.empty else list(runs["run_id"])
-    fig6_ids = figure6(paper, runs, metric_curves(tracking_uri, curve_ids), fig_dir / "figure6")
+    curves = metric_curves(tracking_uri, [] if runs.empty else list(runs["run_id"]))
+    fig6_ids = figure6(paper, runs, curves, fig_dir / "figure6")
+    if not runs.empty:
+        runs = runs.assign(
+            **{CURVE: [statistics.fmean(curves[r].values()) if curves.get(r) else None for r in runs["run_id"]]}
+        )
     found = claims(tables, runs, FIG4_RUNS)
     used = {name: t.run_ids for name, t in tables.items()} | {"figure4": fig4_ids, "figure6": fig6_ids}
     missing = {name: t.missing for name, t in tables.items() if t.missing}
