@@ -90,11 +90,16 @@ def versus(
 PRETRAINING = ("UP-DETR", "DETReg", "ours")
 
 
+def _groups(t: TableData) -> list[str]:
+    """The table's row groups, in their order."""
+    return list(dict.fromkeys(r.group for r in t.table.rows))
+
+
 def best_in_groups(t: TableData, runs: pd.DataFrame, where: str) -> list[Claim]:
     """Per group of rows: each pretraining beats training from scratch, and Siamese DETR beats the best
     other method."""
     out: list[Claim] = []
-    for group in dict.fromkeys(r.group for r in t.table.rows):
+    for group in _groups(t):
         scratch = _run_of(t, "from scratch", group)
         for method in PRETRAINING:
             if any(r.group == group and r.labels.get("method") == method for r in t.table.rows):
@@ -166,7 +171,7 @@ def convergence(tables: Mapping[str, TableData], runs: pd.DataFrame) -> list[Cla
     out: list[Claim] = []
     for name, dataset in (("table1", "COCO"), ("table2", "VOC")):
         t = tables[name]
-        for group in dict.fromkeys(r.group for r in t.table.rows):
+        for group in _groups(t):
             methods = {r.labels.get("method") for r in t.table.rows if r.group == group}
             if "COCO-pretrained" in group or not {"ours", "from scratch"} <= methods:
                 continue
